@@ -1,0 +1,192 @@
+"""The README's results section, rendered from benchmarks/results/*.json (one column per machine)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mcp_loco.evals.runner import EvalReport
+from mcp_loco.evals.table import FORCE_NOTE, explore_table, table, tools_table, turn_table
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+Figures = dict[str, Any]
+
+
+def _get(f: Figures, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(f, dict) or k not in f:
+            return None
+        f = f[k]
+    return f
+
+
+def _cell(fn: Callable[[Figures], str]) -> Callable[[Figures], str]:
+    def safe(f: Figures) -> str:
+        try:
+            return fn(f)
+        except (KeyError, TypeError, ZeroDivisionError):
+            return "–"
+
+    return safe
+
+
+ROWS: list[tuple[str, str, Callable[[Figures], str]]] = [
+    (
+        "prompt tokens evaluated / sent, replayed 10-turn session",
+        "fresh context each turn: 1.00",
+        _cell(
+            lambda f: (
+                f"**{f['prefix_reuse']['ratio_reuse']:.2f}** ({f['prefix_reuse']['evaluated_reuse']} of {f['prefix_reuse']['sent']})"
+            )
+        ),
+    ),
+    (
+        "prompt evaluation time, same session",
+        "fresh context each turn",
+        _cell(
+            lambda f: (
+                f"**{f['prefix_reuse']['time_ratio']:.2f}×** ({f['prefix_reuse']['seconds_reuse']:.1f} s vs {f['prefix_reuse']['seconds_fresh']:.1f} s)"
+            )
+        ),
+    ),
+    (
+        "decode tokens/s, `LlamaModel.complete`",
+        "bare `Llama.create_completion`, same prompt",
+        _cell(
+            lambda f: (
+                f"**{f['decode_speed']['ratio']:.2f}×** ({f['decode_speed']['ours_tok_s']} vs {f['decode_speed']['bare_tok_s']} tok/s)"
+            )
+        ),
+    ),
+    (
+        "decode tokens/s, lazy grammar armed, never triggered",
+        "free text",
+        _cell(lambda f: f"**{f['grammar']['lazy_ratio']:.2f}×**"),
+    ),
+    (
+        "decode tokens/s, tool call forced under the grammar",
+        "the same turn unconstrained",
+        _cell(lambda f: f"**{f['grammar']['forced_ratio']:.2f}×**"),
+    ),
+    (
+        "loop overhead share of an exploration (real model)",
+        "its wall time",
+        _cell(
+            lambda f: (
+                f"**{f['loop_overhead']['overhead_share']:.1%}** (backend "
+                f"{f['loop_overhead']['model']['complete_s'] / f['loop_overhead']['model']['wall_s']:.1%}, tools "
+                f"{f['loop_overhead']['tools_share']:.1%}, {f['loop_overhead']['model']['turns']:.0f} turns)"
+            )
+        ),
+    ),
+    (
+        "loop cost per turn without a model (replayed session)",
+        "–",
+        _cell(lambda f: f"**{f['loop_overhead']['replay_loop_ms_per_turn']:.1f} ms**"),
+    ),
+    (
+        "peak RSS, `mcp-loco serve --transport http` after one call",
+        "python + llama_cpp + the model + one completion",
+        _cell(
+            lambda f: (
+                f"**{f['memory']['ratio']:.2f}×** ({f['memory']['server_mib']:.0f} vs {f['memory']['bare_mib']:.0f} MiB, "
+                f"n_ctx {f['memory']['n_ctx']})"
+            )
+        ),
+    ),
+    (
+        "Grep/Glob wall time (stdlib tree)",
+        "raw `rg`, same flags",
+        _cell(
+            lambda f: (
+                f"**{f['tools']['median_ratio']:.2f}×** median, {f['tools']['max_ratio']:.2f}× max ({f['tools']['cases']} cases)"
+            )
+        ),
+    ),
+    (
+        "cancel latency during generation (median)",
+        "–",
+        _cell(lambda f: f"**{f['grammar']['cancel_ms']:.0f} ms**"),
+    ),
+    (
+        "parent turn after a Task sub-exploration, state restored",
+        "no Task in between",
+        _cell(
+            lambda f: f"**{f['task_cache']['restored_ratio']:.2f}×** (cache lost: {f['task_cache']['lost_ratio']:.2f}×)"
+        ),
+    ),
+]
+
+
+def _machine_line(m: Figures) -> str:
+    gpu = f", GPU: {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return (
+        f"- **{m['label']}** ({m['date']}): {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM{gpu}; "
+        f"llama-cpp-python {m['llama_cpp_python']}, {m['threads']} llama.cpp thread(s); "
+        f"model `{m['model']}` ({m['model_mib']} MiB)."
+    )
+
+
+def _eval_section(path: Path) -> list[str]:
+    report = EvalReport.model_validate_json(path.read_text(encoding="utf-8"))
+    s = report.settings
+    out = [
+        "",
+        f"Quality, `mcp-loco eval --ablate` ({path.name}): model `{Path(report.model).name}`, temperature "
+        f"{s.get('temperature')}, n_ctx {s.get('n_ctx')}, max_tokens {s.get('max_tokens')}, "
+        f"max_turns {s.get('max_turns')}, {report.date[:10]}.",
+    ]
+    if report.turn_metrics:
+        out += [
+            "",
+            turn_table(report, markdown=True),
+            "",
+            FORCE_NOTE,
+            "",
+            "Tool calls by tool (reference vs each variant):",
+            "",
+        ]
+        out.append(tools_table(report, markdown=True))
+    if report.explore_metrics:
+        n = max(m.questions + m.errors for m in report.explore_metrics.values())
+        out += ["", f"Explorations of this project's own source tree ({n} questions):", ""]
+        out.append(explore_table(report, markdown=True))
+        if "force" in report.variants and "force" not in report.explore_variants:
+            out.append("")
+            out.append("(No `force` column: the agent forces the first call only under the grammar.)")
+    return out
+
+
+def render_section(results: Path) -> str:
+    """The markdown between the README markers."""
+    machines = [json.loads(p.read_text()) for p in sorted(results.glob("*.json")) if not p.name.startswith("eval-")]
+    labels = [m["machine"]["label"] for m in machines]
+    out = [
+        "_Regenerated by `.venv/bin/python benchmarks/run_all.py` (add `--eval` to re-measure quality); "
+        "do not edit by hand. Ratios are against a baseline measured in the same run; medians of interleaved runs._",
+        "",
+        *[_machine_line(m["machine"]) for m in machines],
+        "",
+        "A GPU column appears by running `benchmarks/run_all.py --label gpu-<name> --gpu '<the GPU>'` on a GPU build "
+        "of llama-cpp-python; none has been measured yet.",
+        "",
+        table(
+            ["figure", "baseline", *labels],
+            [[title, base, *[fn(m) for m in machines]] for title, base, fn in ROWS],
+            True,
+        ),
+    ]
+    for path in sorted(results.glob("eval-*.json")):
+        out += _eval_section(path)
+    return "\n".join(out)
+
+
+def replace_section(readme: Path, body: str) -> None:
+    """Put `body` between the markers, leaving the rest of the README as it is."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme}: the markers {START} ... {END} are missing")
+    readme.write_text(text[: start + len(START)] + "\n" + body + "\n" + text[end:], encoding="utf-8")

@@ -1,0 +1,332 @@
+"""Command line: serve | explore | tool | batch | eval | models | install | doctor | config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mcp_loco import __version__, logs
+from mcp_loco.config import Settings, load_settings, parse_assignment, render_toml
+from mcp_loco.errors import LocoError
+
+if TYPE_CHECKING:
+    from mcp_loco.agent import Progress
+
+Overrides = dict[str, dict[str, Any]]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (see configs/default.toml)")
+    p.add_argument(
+        "--set",
+        metavar="SECTION.KEY=VALUE",
+        action="append",
+        default=[],
+        help="override any setting, e.g. --set agent.max_turns=5 (repeatable)",
+    )
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level (stderr)")
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH", help="GGUF model file (llama backend)")
+    p.add_argument("--replay", metavar="FILE", help="play back recorded turns instead of running a model")
+    p.add_argument("--endpoint", metavar="URL", action="append", help="OpenAI-compatible server (http backend)")
+
+
+def _overrides(args: argparse.Namespace) -> Overrides:
+    """Map command-line flags onto settings keys (the highest-precedence layer)."""
+    out: Overrides = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            out.setdefault(section, {})[key] = value
+
+    for text in getattr(args, "set", []) or []:
+        put(*parse_assignment(text))
+    put("log", "level", getattr(args, "log_level", None))
+    put("model", "path", getattr(args, "model", None))
+    if getattr(args, "replay", None):
+        put("model", "backend", "replay")
+        put("replay", "file", args.replay)
+    if getattr(args, "endpoint", None):
+        put("model", "backend", "http")
+        put("http", "endpoints", args.endpoint)
+    for key in ("max_turns", "deadline_s"):
+        put("agent", key, getattr(args, key, None))
+    for key in ("transport", "host", "port", "parallel"):
+        put("server", key, getattr(args, key, None))
+    if getattr(args, "root", None) and args.command == "serve":
+        put("server", "roots", [str(Path(r).expanduser()) for r in args.root])
+    return out
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(getattr(args, "config", None), _overrides(args))
+    logs.configure(settings.log.level, settings.log.json_format)
+    return settings
+
+
+# ---- commands -------------------------------------------------------------------------------------
+
+
+def cmd_tool(args: argparse.Namespace) -> int:
+    """Run one tool as the model would and print exactly what it would see."""
+    from mcp_loco.sandbox import Toolbox
+
+    settings = _settings(args)
+    try:
+        arguments = json.loads(args.json_args)
+    except json.JSONDecodeError as e:
+        print(f"error: JSON_ARGS is not valid JSON: {e}", file=sys.stderr)
+        return 2
+    toolbox = Toolbox(args.root, settings.tools)
+    result = toolbox.call(args.name, arguments)
+    sys.stdout.write(result.text if result.text.endswith("\n") else result.text + "\n")
+    return 0 if result.ok else 1
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Download or list model files."""
+    from mcp_loco import modelfiles
+
+    settings = _settings(args)
+    if args.models_command == "pull":
+        path = modelfiles.pull(
+            repo=args.repo or settings.model.repo,
+            quant=args.quant or settings.model.quant,
+            dest=modelfiles.models_dir(settings.model),
+            filename=args.file,
+        )
+        print(path)
+        return 0
+    print(modelfiles.format_listing(modelfiles.list_local(settings.model)))
+    try:
+        print(f"in use: {modelfiles.resolve(settings.model.model_copy(update={'download': False}))}")
+    except LocoError as e:
+        print(f"in use: none yet ({e})")
+    return 0
+
+
+def _progress_to_stderr(quiet: bool) -> Callable[[Progress], None] | None:
+    if quiet:
+        return None
+
+    def show(p: Progress) -> None:
+        print(f"[mcp-loco] {p.message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    """Explore a directory once and print the report (or the whole result as JSON)."""
+    from mcp_loco.agent import Explorer
+    from mcp_loco.backends import load_backend
+
+    settings = _settings(args)
+    if args.transcript_dir:
+        settings.agent.transcript_dir = args.transcript_dir
+    model = load_backend(settings)
+    explorer = Explorer(model, settings, fallback=_fallback(settings))
+    try:
+        result = explorer.explore(args.path, args.question, progress=_progress_to_stderr(args.quiet))
+    finally:
+        explorer.close()
+        model.close()
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print(result.report)
+        unverified = sum(1 for c in result.citations if not c.verified)
+        print(
+            f"[mcp-loco] {result.turns} turns, stop: {result.stop_reason}, {len(result.citations)} citations "
+            f"({unverified} unverified), {result.elapsed_s:.1f}s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _fallback(settings: Settings) -> Any:
+    if not settings.escalation.endpoint:
+        return None
+    from mcp_loco.escalation import ChatFallback
+
+    return ChatFallback(settings.escalation)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the MCP server."""
+    from mcp_loco.server import serve
+
+    serve(_settings(args))
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Answer a file of queries (`id<TAB>query` per line), one markdown file per answer."""
+    from mcp_loco.batch import run_batch
+
+    settings = _settings(args)
+    summary = run_batch(settings, Path(args.root), Path(args.queries), Path(args.out), _fallback(settings))
+    print(summary.line(), file=sys.stderr)
+    return 0 if summary.failed == 0 else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Measure a model: the model card's turn-level metrics and exploration recall, optionally ablated."""
+    from mcp_loco.evals.command import run_command
+
+    return run_command(args, _settings(args))
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    """Register the server with Claude Code or Claude Desktop."""
+    from mcp_loco import install
+
+    if args.client == "claude-code":
+        return install.claude_code(args.name, args.scope, args.root, args.print_only, args.server_args)
+    return install.claude_desktop(
+        args.name, args.root, Path(args.config_path) if args.config_path else None, args.server_args
+    )
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the model file, the llama.cpp build, ripgrep and the settings; say what to fix."""
+    from mcp_loco.doctor import run_doctor
+
+    return run_doctor(_settings(args))
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective settings (or the defaults) as TOML."""
+    print(render_toml(None if args.defaults else _settings(args)), end="")
+    return 0
+
+
+# ---- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="mcp-loco",
+        description="A local code explorer for MCP clients, run by LocoOperator-4B on llama.cpp.",
+    )
+    parser.add_argument("--version", action="version", version=f"mcp-loco {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    p.add_argument("--transport", choices=["stdio", "sse", "http"], help="stdio (default), sse (/sse), http (/mcp)")
+    p.add_argument("--host", help="bind address for sse/http (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port for sse/http (default 8765)")
+    p.add_argument("--root", action="append", metavar="DIR", help="directory clients may explore (repeatable)")
+    p.add_argument("--parallel", type=int, help="model instances serving calls at once (default 1)")
+    _model_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("explore", help="explore a directory once and print the report")
+    p.add_argument("path", help="directory to explore")
+    p.add_argument("question", help="what to find out")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    p.add_argument("--max-turns", dest="max_turns", type=int, help="model turns (default 10)")
+    p.add_argument("--deadline-s", dest="deadline_s", type=float, help="wall-clock budget in seconds")
+    p.add_argument("--transcript-dir", help="write a replayable JSONL transcript here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    _model_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_explore)
+
+    p = sub.add_parser("batch", help="answer a file of queries, one markdown file per answer")
+    p.add_argument("--root", required=True, help="directory to explore")
+    p.add_argument("--queries", required=True, help="tab-separated file: id<TAB>query per line")
+    p.add_argument("--out", required=True, help="folder for the answers (existing ones are skipped)")
+    p.add_argument("--max-turns", dest="max_turns", type=int, help="model turns per query")
+    p.add_argument("--deadline-s", dest="deadline_s", type=float, help="wall-clock budget per query")
+    _model_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("eval", help="measure a model: turn-level metrics, exploration recall, ablations")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--turns-only", action="store_true", help="only the turn-level samples")
+    only.add_argument("--explore-only", action="store_true", help="only the exploration questions")
+    p.add_argument("--ablate", action="store_true", help="grammar on/off x forced first call on/off, side by side")
+    p.add_argument("--limit", type=int, metavar="N", help="first N samples and first N questions")
+    p.add_argument("--root", metavar="DIR", help="tree the samples are about (default: the mcp_loco package)")
+    p.add_argument("--samples", metavar="FILE", help="turn-level samples, JSONL (default: the shipped set)")
+    p.add_argument("--questions", metavar="FILE", help="exploration questions, JSONL (default: the shipped set)")
+    p.add_argument("--out", metavar="FILE", help="write every result as JSON here")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: reproducible)")
+    p.add_argument("--max-turns", dest="max_turns", type=int, help="model turns per exploration (default 10)")
+    p.add_argument("--deadline-s", dest="deadline_s", type=float, help="wall-clock budget per exploration")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    _model_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "install",
+        help="register the server with Claude Code or Claude Desktop",
+        epilog="Arguments after -- go to `mcp-loco serve`, e.g. -- --model /abs/model.gguf",
+    )
+    p.add_argument("client", choices=["claude-code", "claude-desktop"])
+    p.add_argument("--name", default="loco", help="server name in the client (default loco)")
+    p.add_argument("--scope", default="user", choices=["local", "user", "project"], help="claude-code scope")
+    p.add_argument("--root", action="append", metavar="DIR", help="directories the server may explore")
+    p.add_argument("--print", dest="print_only", action="store_true", help="print the command, do not run it")
+    p.add_argument("--config-path", help="claude_desktop_config.json to edit (default: the platform's)")
+    p.set_defaults(func=cmd_install)
+
+    p = sub.add_parser("doctor", help="check the model, the llama.cpp build, ripgrep and the settings")
+    _model_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("tool", help="run one sandboxed tool by hand and print what the model would see")
+    p.add_argument("name", help="Read, Grep, Glob or Bash")
+    p.add_argument("json_args", metavar="JSON_ARGS", help='arguments as JSON, e.g. \'{"file_path": "README.md"}\'')
+    p.add_argument("--root", required=True, help="the directory the tools are confined to")
+    _common(p)
+    p.set_defaults(func=cmd_tool)
+
+    p = sub.add_parser("models", help="download or list GGUF model files")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    pull = msub.add_parser("pull", help="download a GGUF from Hugging Face (resumes)")
+    pull.add_argument("--quant", help="quantisation to pick, e.g. Q4_K_M (default: model.quant)")
+    pull.add_argument("--repo", help="Hugging Face repository (default: model.repo)")
+    pull.add_argument("--file", help="exact file name in the repository (overrides --quant)")
+    _common(pull)
+    lst = msub.add_parser("list", help="local model files with size, quant and quality figures")
+    _common(lst)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("config", help="print the effective settings as TOML")
+    p.add_argument("--defaults", action="store_true", help="print the defaults (configs/default.toml)")
+    _common(p)
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `install ... -- SERVE_ARGS`: what follows -- is for the registered `serve` command.
+    extra: list[str] = []
+    if argv[:1] == ["install"] and "--" in argv:
+        at = argv.index("--")
+        argv, extra = argv[:at], argv[at + 1 :]
+    args = build_parser().parse_args(argv)
+    args.server_args = extra
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except LocoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

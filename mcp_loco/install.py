@@ -1,0 +1,98 @@
+"""Register the server with MCP clients: Claude Code (`claude mcp add`) and Claude Desktop (its JSON config)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mcp_loco.errors import ConfigError
+
+
+def server_command() -> list[str]:
+    """The absolute command that starts this install's server."""
+    script = Path(sys.executable).parent / "mcp-loco"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("mcp-loco")
+    return [str(Path(found).resolve())] if found else [sys.executable, "-m", "mcp_loco"]
+
+
+def serve_args(roots: Sequence[str] | None, extra: Sequence[str]) -> list[str]:
+    """`serve` plus absolute --root flags and any extra arguments."""
+    args = ["serve"]
+    for r in roots or []:
+        args += ["--root", str(Path(r).expanduser().resolve())]
+    return args + [a for a in extra if a != "--"]
+
+
+def claude_code_command(name: str, scope: str, roots: Sequence[str] | None, extra: Sequence[str]) -> list[str]:
+    """The `claude mcp add` command line for this install."""
+    cmd = server_command()
+    return ["claude", "mcp", "add", "--scope", scope, name, "--", *cmd, *serve_args(roots, extra)]
+
+
+def claude_code(name: str, scope: str, roots: Sequence[str] | None, print_only: bool, extra: Sequence[str]) -> int:
+    """Run (or print) `claude mcp add` for this install."""
+    command = claude_code_command(name, scope, roots, extra)
+    if print_only:
+        print(shlex.join(command))
+        return 0
+    if shutil.which("claude") is None:
+        print(
+            "error: the `claude` command is not on PATH. Install Claude Code, or run this yourself:\n  "
+            + shlex.join(command),
+            file=sys.stderr,
+        )
+        return 1
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+    sys.stderr.write(done.stdout + done.stderr)
+    return done.returncode
+
+
+def desktop_config_path() -> Path:
+    """Where Claude Desktop keeps claude_desktop_config.json on this platform."""
+    if sys.platform == "darwin":
+        return Path.home() / "Library/Application Support/Claude/claude_desktop_config.json"
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA", Path.home() / "AppData/Roaming")) / "Claude/claude_desktop_config.json"
+    return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "Claude/claude_desktop_config.json"
+
+
+def claude_desktop(name: str, roots: Sequence[str] | None, config_path: Path | None, extra: Sequence[str]) -> int:
+    """Add (or replace) this server in claude_desktop_config.json, keeping a backup and every other entry."""
+    path = config_path or desktop_config_path()
+    data: dict[str, object] = {}
+    if path.exists():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON ({e}); fix or move it, then run this again") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} does not hold a JSON object; fix or move it, then run this again")
+        data = loaded
+        backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+        shutil.copy2(path, backup)
+        print(f"backup: {backup}", file=sys.stderr)
+    servers = data.get("mcpServers")
+    if servers is None:
+        servers = {}
+    if not isinstance(servers, dict):
+        raise ConfigError(f"{path}: mcpServers is not a JSON object; fix it, then run this again")
+    cmd = server_command()
+    # Claude Desktop starts servers from an arbitrary folder, so name the roots (default: the home folder).
+    entry = {"command": cmd[0], "args": [*cmd[1:], *serve_args(roots or [str(Path.home())], extra)], "env": {}}
+    servers[name] = entry
+    data["mcpServers"] = servers
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    print(f"added {name!r} to {path}; restart Claude Desktop to load it", file=sys.stderr)
+    return 0

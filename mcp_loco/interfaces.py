@@ -1,0 +1,146 @@
+"""The seams between the parts: tools, prompts and models. Small types and Protocols only."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+# ---- tools -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What one tool call gives back."""
+
+    text: str
+    """Exactly what the model sees inside <tool_response>."""
+    ok: bool = True
+    """False when the text is an error message."""
+    paths: tuple[str, ...] = ()
+    """Absolute paths whose content or name the result showed (files examined, citation evidence)."""
+    lines: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """For Read: the 1-based line span shown per path (evidence for path:line citations)."""
+
+
+class Tools(Protocol):
+    """A set of tools confined to one root."""
+
+    @property
+    def root(self) -> str:
+        """The explored root, absolute and resolved."""
+        ...
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of the tools on offer, e.g. ("Read", "Grep", "Glob", "Bash")."""
+        ...
+
+    def schemas(self) -> dict[str, dict[str, Any]]:
+        """JSON schema of each offered tool's arguments (canonical names only), for the grammar."""
+        ...
+
+    def call(self, name: str, arguments: Any, cancel: threading.Event | None = None) -> ToolResult:
+        """Run one call. Never raises: every failure is a ToolResult with ok=False."""
+        ...
+
+
+# ---- prompts ---------------------------------------------------------------------------------------
+
+
+class Segment(NamedTuple):
+    """A piece of a rendered prompt. Only the template's own markers are special."""
+
+    text: str
+    special: bool = False
+
+
+Prompt = Sequence[Segment]
+
+
+# ---- models ----------------------------------------------------------------------------------------
+
+
+class Usage(BaseModel):
+    """Token counts of one or more generations."""
+
+    prompt_tokens: int = 0
+    """Prompt tokens sent."""
+    prompt_tokens_evaluated: int = 0
+    """Prompt tokens actually evaluated (the rest came from the reused prefix)."""
+    completion_tokens: int = 0
+    """Tokens generated."""
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            prompt_tokens_evaluated=self.prompt_tokens_evaluated + other.prompt_tokens_evaluated,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated assistant turn, byte-exact."""
+
+    text: str
+    usage: Usage
+    finish_reason: FinishReason = "stop"
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Per-call generation options."""
+
+    max_tokens: int = 4096
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    min_p: float = 0.0
+    seed: int = -1
+    grammar: str | None = None
+    """GBNF grammar for tool calls, applied lazily from the first `<tool_call>` (None: free text)."""
+    force_tool_call: bool = False
+    """The reply must start with a tool call (the grammar then applies from the first token)."""
+    stop: tuple[str, ...] = ()
+    """Extra stop strings (the end-of-turn marker always stops)."""
+
+
+class ChatModel(Protocol):
+    """A backend that continues a rendered prompt."""
+
+    @property
+    def n_ctx(self) -> int:
+        """Context window in tokens."""
+        ...
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        """Tokens the prompt takes (exact where the backend can tokenize, else an estimate)."""
+        ...
+
+    def complete(self, prompt: Prompt, options: GenerateOptions, cancel: threading.Event | None = None) -> Completion:
+        """Generate the assistant's next turn. Stops within about a second of `cancel` being set."""
+        ...
+
+    def close(self) -> None:
+        """Free the model's resources."""
+        ...
+
+
+@runtime_checkable
+class Snapshots(Protocol):
+    """A backend that can save and restore its evaluated context (in-process llama.cpp)."""
+
+    def snapshot(self) -> object:
+        """Save the evaluated context."""
+        ...
+
+    def restore(self, state: object) -> None:
+        """Go back to a saved context."""
+        ...

@@ -1,0 +1,186 @@
+"""What a built-in Bash command works with: the context, its deadline, a capped output, wildcard expansion."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from mcp_loco.sandbox.bash_parse import Word
+from mcp_loco.sandbox.context import Context
+from mcp_loco.sandbox.globbing import has_wildcard
+from mcp_loco.sandbox.limits import NOTE_ROOM, Deadline, ToolError, clean
+from mcp_loco.sandbox.paths import Handle, MissingPathError
+
+MAX_EXPANSION = 500
+MAX_DIR_ENTRIES = 50_000
+
+
+class Output:
+    """Text a command writes, capped; it remembers the paths shown and whether anything failed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(0, limit - NOTE_ROOM)
+        self.parts: list[str] = []
+        self.size = 0
+        self.full = False
+        self.errors = 0
+        self.notes: list[str] = []
+        self.paths: dict[str, None] = {}
+
+    def write(self, text: str) -> bool:
+        """Append text; False once the cap is reached (the command should stop)."""
+        if self.full:
+            return False
+        if self.size + len(text) > self.limit:
+            room = self.limit - self.size
+            head = text[:room]
+            newline = head.rfind("\n")
+            self.parts.append(head[: newline + 1] if newline >= 0 else "")
+            self.full = True
+            return False
+        self.parts.append(text)
+        self.size += len(text)
+        return True
+
+    def line(self, text: str) -> bool:
+        """Append one line."""
+        return self.write(text + "\n")
+
+    def error(self, text: str) -> None:
+        """Append an error line and mark the command failed."""
+        self.errors += 1
+        self.line(text)
+
+    def saw(self, path: str) -> None:
+        """Record a path whose content or name was shown."""
+        self.paths[clean(path)] = None
+
+    def text(self) -> str:
+        """Everything written, with a note when the cap was hit."""
+        body = "".join(self.parts)
+        notes = list(self.notes)
+        if self.full:
+            notes.append(
+                f"... output cut at {self.limit} characters; narrow the command "
+                "(head -n N, a smaller directory, find -maxdepth) or use Read with offset and limit"
+            )
+        if notes:
+            body += ("" if not body or body.endswith("\n") else "\n") + "\n".join(notes)
+        return clean(body.rstrip("\n")) if body.strip() else "(no output)"
+
+
+@dataclass
+class Env:
+    """One running command: the context, the deadline and the output."""
+
+    ctx: Context
+    deadline: Deadline
+    out: Output
+    timed_out: bool = field(default=False)
+
+    def stop(self) -> bool:
+        """True when the command should stop: output full, time up or cancelled."""
+        if self.deadline.expired():
+            self.timed_out = True
+            return True
+        return self.out.full
+
+    def open(self, path: str) -> Handle:
+        """Open any operand beneath the root (files, directories, special files)."""
+        return self.ctx.open(path)
+
+    def opened(self, program: str, paths: Iterable[str]) -> Iterator[Handle]:
+        """Each operand opened beneath the root; one that cannot be opened is reported as `program: why`."""
+        for path in paths:
+            try:
+                yield self.open(path)
+            except ToolError as e:
+                self.out.error(f"{program}: {e}")
+
+    def paths(self, words: list[Word]) -> list[str]:
+        """Operands with their wildcards expanded inside the root, as a shell would (sorted, no dotfiles)."""
+        out: list[str] = []
+        for word in words:
+            if word.pattern is None:
+                out.append(word.text)
+            else:
+                out += self._expand(word)
+        return out
+
+    def _expand(self, word: Word) -> list[str]:
+        assert word.pattern is not None
+        root = self.ctx.root
+        if word.pattern.startswith("/"):
+            comps = root.rel_of(word.pattern)
+            if comps is None:
+                raise ToolError(f"{word.text!r} is outside the explored root {root.path}; use paths inside it")
+        else:
+            comps = [c for c in word.pattern.split("/") if c not in ("", ".")]
+        found: list[list[str]] = [[]]
+        for index, comp in enumerate(comps):
+            if not has_wildcard(comp) or comp == "..":
+                found = [[*f, _unescape(comp)] for f in found]
+                continue
+            if comp == "**" or "**" in comp:
+                comp = comp.replace("**", "*")
+            regex = re.compile(fnmatch.translate(comp))
+            last = index == len(comps) - 1
+            grown: list[list[str]] = []
+            for prefix in found:
+                for name in self._names("/".join(prefix) or "."):
+                    if (name.startswith(".") and not comp.startswith(".")) or not regex.match(name):
+                        continue
+                    candidate = [*prefix, name]
+                    if self.ctx.deny.denied("/".join(candidate)) and last:
+                        continue
+                    grown.append(candidate)
+                    if len(grown) > MAX_EXPANSION:
+                        raise ToolError(f"{word.text!r} matches more than {MAX_EXPANSION} paths; narrow it or use Glob")
+            found = grown
+        if not found:
+            raise ToolError(f"no file matches {word.text!r}; use Glob to find files by pattern")
+        return sorted(root.abs("/".join(f)) for f in found)
+
+    def _names(self, user_path: str) -> list[str]:
+        try:
+            handle = self.ctx.open(user_path)
+        except MissingPathError:
+            return []  # as a shell: no match (a path leading outside the root is an error, raised)
+        with handle:
+            if not handle.is_dir:
+                return []
+            return [e.name for e in scan(handle.fd, self.deadline)[0]]
+
+
+def _unescape(comp: str) -> str:
+    for escaped, plain in (("[*]", "*"), ("[?]", "?"), ("[[]", "[")):
+        comp = comp.replace(escaped, plain)
+    return comp
+
+
+def scan(fd: int, deadline: Deadline, limit: int = MAX_DIR_ENTRIES) -> tuple[list[os.DirEntry[str]], bool]:
+    """Entries of an open directory, at most `limit` of them; True when there were more."""
+    entries: list[os.DirEntry[str]] = []
+    with os.scandir(fd) as it:
+        for entry in it:
+            if len(entries) >= limit:
+                return entries, True
+            if len(entries) % 1000 == 999 and deadline.expired():
+                return entries, True
+            entries.append(entry)
+    return entries, False
+
+
+def open_child(parent_fd: int, name: str) -> int | None:
+    """Open a subdirectory of an open directory without following links; None when it cannot be opened.
+
+    O_NOFOLLOW|O_DIRECTORY means the result is a real directory inside `parent_fd`, so inside the root.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(name, flags, dir_fd=parent_fd)
+    except OSError:
+        return None

