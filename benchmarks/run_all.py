@@ -1,6 +1,6 @@
 """Run every benchmark, store the figures per machine, and regenerate the results section of README.md.
 
-    .venv/bin/python benchmarks/run_all.py [--label cpu] [--threads N] [--model GGUF] [--eval] [--no-readme]
+    .venv/bin/python benchmarks/run_all.py [--label cpu] [--threads N] [--model GGUF] [--eval] [--no-readme | --readme-only]
 
 Each machine's figures go to benchmarks/results/<label>.json; the README table has one column per
 stored machine, so a GPU column appears by running this on a GPU build with another --label.
@@ -117,11 +117,18 @@ def parse_tools(text: str) -> dict[str, Any]:
 
 def parse_task_cache(text: str) -> dict[str, Any]:
     """Figures printed by benchmarks/task_cache.py (parent turn after a Task, vs no Task)."""
-    lost = re.search(r"Task, cache lost\s+(\d+)\s+[\d.]+\s+([\d.]+)x", text)
-    kept = re.search(r"Task, state restored\s+(\d+)\s+[\d.]+\s+([\d.]+)x", text)
+    lost = re.search(r"Task, cache lost\s+([\d.]+)\s+[\d.]+\s+([\d.]+)x", text)
+    kept = re.search(r"Task, state restored\s+([\d.]+)\s+[\d.]+\s+([\d.]+)x", text)
     if lost is None or kept is None:
-        return {}
-    return {"lost_ratio": float(lost.group(2)), "restored_ratio": float(kept.group(2))}
+        raise SystemExit("benchmark output changed: no rows from task_cache.py")
+    ideal = re.search(r"no Task \(ideal\)\s+([\d.]+)", text)
+    return {
+        "evaluated_ideal": float(ideal.group(1)) if ideal else None,
+        "evaluated_lost": float(lost.group(1)),
+        "evaluated_restored": float(kept.group(1)),
+        "lost_ratio": float(lost.group(2)),
+        "restored_ratio": float(kept.group(2)),
+    }
 
 
 def run_eval(args: argparse.Namespace, model: Path, out: Path) -> None:
@@ -141,7 +148,12 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None, help="GGUF file (default: SmolLM2-135M)")
     ap.add_argument("--eval", action="store_true", help="also run `mcp-loco eval --ablate` (slow on a CPU)")
     ap.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    ap.add_argument("--readme-only", action="store_true", help="only regenerate README.md from the stored results")
     args = ap.parse_args()
+    if args.readme_only:
+        replace_section(README, render_section(RESULTS))
+        print(f"regenerated the results section of {README}")
+        return
     model = (args.model or default_model()).resolve()
     common = ["--model", str(model), "--threads", str(args.threads)]
     started = time.perf_counter()

@@ -9,6 +9,7 @@ Question: {"id", "question", "expected": [paths relative to the explored root]}.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,18 +126,24 @@ def _messages(value: Any, where: str) -> tuple[Message, ...]:
     return tuple(out)
 
 
-def load_turn_samples(path: str | Path | None = None) -> list[TurnSample]:
-    """Read and check turn-level samples (default: the shipped set)."""
-    p = Path(path).expanduser() if path else default_path(TURNS_FILE)
-    out: list[TurnSample] = []
+def _records(path: str | Path | None, default: str, keys: set[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(where, id, object) for each line of a sample file, keys and unique ids checked."""
+    p = Path(path).expanduser() if path else default_path(default)
     seen: set[str] = set()
     for n, obj in _lines(p):
         where = f"{p}, line {n}"
-        _check_keys(obj, _TURN_KEYS, where)
+        _check_keys(obj, keys, where)
         sid = _text(obj, "id", where)
         if sid in seen:
             raise SampleError(f"{where}: duplicate id {sid!r}")
         seen.add(sid)
+        yield where, sid, obj
+
+
+def load_turn_samples(path: str | Path | None = None) -> list[TurnSample]:
+    """Read and check turn-level samples (default: the shipped set)."""
+    out: list[TurnSample] = []
+    for where, sid, obj in _records(path, TURNS_FILE, _TURN_KEYS):
         reference = _text(obj, "reference", where)
         _check_calls(reference, f'{where}: "reference"', need_call=False)
         note = _text(obj, "note", where, required=False)
@@ -157,16 +164,8 @@ def load_turn_samples(path: str | Path | None = None) -> list[TurnSample]:
 
 def load_questions(path: str | Path | None = None) -> list[Question]:
     """Read and check exploration questions (default: the shipped set)."""
-    p = Path(path).expanduser() if path else default_path(QUESTIONS_FILE)
     out: list[Question] = []
-    seen: set[str] = set()
-    for n, obj in _lines(p):
-        where = f"{p}, line {n}"
-        _check_keys(obj, _QUESTION_KEYS, where)
-        qid = _text(obj, "id", where)
-        if qid in seen:
-            raise SampleError(f"{where}: duplicate id {qid!r}")
-        seen.add(qid)
+    for where, qid, obj in _records(path, QUESTIONS_FILE, _QUESTION_KEYS):
         expected = obj.get("expected")
         if not isinstance(expected, list) or not expected or not all(isinstance(e, str) and e for e in expected):
             raise SampleError(f'{where}: "expected" must be a non-empty list of paths relative to the root')

@@ -17,63 +17,13 @@ import pytest
 import structlog
 import structlog.testing
 
+from mcp_loco.agent import TASK_SCHEMA
 from mcp_loco.config import LlamaSettings
 from mcp_loco.protocol import Message, format_call
+from mcp_loco.sandbox.toolbox import SCHEMAS
 
 # The argument schemas the tool layer offers (Claude Code's names), for grammar tests.
-TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
-    "Read": {
-        "type": "object",
-        "properties": {
-            "file_path": {"type": "string"},
-            "offset": {"type": "integer", "minimum": 1},
-            "limit": {"type": "integer", "minimum": 1},
-        },
-        "required": ["file_path"],
-        "additionalProperties": False,
-    },
-    "Grep": {
-        "type": "object",
-        "properties": {
-            "pattern": {"type": "string"},
-            "path": {"type": "string"},
-            "glob": {"type": "string"},
-            "output_mode": {"enum": ["content", "files_with_matches", "count"]},
-            "-i": {"type": "boolean"},
-            "-n": {"type": "boolean"},
-            "-C": {"type": "integer", "minimum": 0},
-            "head_limit": {"type": "integer", "minimum": 0},
-        },
-        "required": ["pattern"],
-        "additionalProperties": False,
-    },
-    "Glob": {
-        "type": "object",
-        "properties": {"pattern": {"type": "string"}, "path": {"type": "string"}},
-        "required": ["pattern"],
-        "additionalProperties": False,
-    },
-    "Bash": {
-        "type": "object",
-        "properties": {
-            "command": {"type": "string"},
-            "description": {"type": "string"},
-            "timeout": {"type": "integer"},
-        },
-        "required": ["command"],
-        "additionalProperties": False,
-    },
-    "Task": {
-        "type": "object",
-        "properties": {
-            "description": {"type": "string"},
-            "prompt": {"type": "string"},
-            "subagent_type": {"type": "string"},
-        },
-        "required": ["description", "prompt"],
-        "additionalProperties": False,
-    },
-}
+TOOL_SCHEMAS: dict[str, dict[str, Any]] = {**SCHEMAS, "Task": TASK_SCHEMA}
 
 FEW_SHOT_SYSTEM = 'You are an agent. To call a tool, write <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>'
 
