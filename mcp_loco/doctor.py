@@ -46,11 +46,24 @@ def _check_decode(settings: Settings) -> str:
     """Load the model and decode one token: in a child process, so a crashing build cannot take us down."""
     if settings.model.backend == "replay":
         return "replay backend: nothing to decode"
+    if settings.model.backend == "llama":
+        from mcp_loco import modelfiles
+
+        try:  # never a download from here: the model file check says what is missing
+            path = modelfiles.resolve(settings.model.model_copy(update={"download": False}))
+        except LocoError:
+            raise LocoError("skipped: no model file to load") from None
+        settings = settings.model_copy(deep=True)
+        settings.model.path = str(path)
     code = (
-        "import sys, json\n"
+        "import sys\n"
         "from mcp_loco.config import Settings\n"
         "from mcp_loco.doctor import decode_one\n"
-        "print(decode_one(Settings.model_validate_json(sys.stdin.read())))\n"
+        "from mcp_loco.errors import LocoError\n"
+        "try:\n"
+        "    print(decode_one(Settings.model_validate_json(sys.stdin.read())))\n"
+        "except LocoError as e:\n"
+        "    sys.exit(str(e))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -61,7 +74,8 @@ def _check_decode(settings: Settings) -> str:
         check=False,
     )
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        # Exit code 1 is a LocoError whose message is the last line; anything else, show the end of the trace.
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1 if done.returncode == 1 else -3 :]
         crashed = done.returncode < 0
         hint = f" The build crashed (signal {-done.returncode}); rebuild it portably: {REBUILD}" if crashed else ""
         raise LocoError(" / ".join(tail) + hint)

@@ -169,3 +169,17 @@ def test_doctor_says_what_to_fix(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "model file: FAILED" in done.stdout and "missing.gguf" in done.stdout
     assert "ripgrep: ok" in done.stdout and "check(s) failed" in done.stdout
+    # No download is attempted and no traceback shown: the decode check says why it did not run.
+    assert "load + decode one token: FAILED - skipped: no model file to load" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr and 'File "' not in done.stdout
+
+
+def test_doctor_reports_a_model_that_fails_to_load_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    done = mcp_loco("doctor", "--model", str(bad), timeout=300)
+    assert done.returncode == 1
+    assert "model file: ok" in done.stdout
+    line = next(x for x in done.stdout.splitlines() if x.startswith("load + decode one token:"))
+    assert line.startswith("load + decode one token: FAILED - ") and str(bad) in line, done.stdout
+    assert 'File "' not in line
