@@ -135,7 +135,8 @@ def run_eval(args: argparse.Namespace, model: Path, out: Path) -> None:
     """The quality figures: every eval set, every scaffolding variant."""
     cmd = [str(Path(PY).parent / "mcp-loco"), "eval", "--ablate", "--model", str(model), "--out", str(out)]
     cmd += ["--set", f"llama.n_threads={args.threads}", "--set", f"llama.n_threads_batch={args.threads}"]
-    cmd += ["--set", "llama.n_ctx=8192", "--set", "model.max_tokens=512", "--log-level", "warning"]
+    cmd += ["--set", "llama.n_ctx=8192", "--set", f"model.max_tokens={args.eval_max_tokens}"]
+    cmd += ["--max-turns", str(args.eval_max_turns), "--log-level", "warning"]
     print(f"\n=== {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, check=True)
 
@@ -147,14 +148,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
     ap.add_argument("--model", type=Path, default=None, help="GGUF file (default: SmolLM2-135M)")
     ap.add_argument("--eval", action="store_true", help="also run `mcp-loco eval --ablate` (slow on a CPU)")
+    ap.add_argument("--eval-max-tokens", type=int, default=512, help="model.max_tokens for --eval (default 512)")
+    ap.add_argument("--eval-max-turns", type=int, default=10, help="turns per exploration for --eval (default 10)")
     ap.add_argument("--no-readme", action="store_true", help="do not touch README.md")
     ap.add_argument("--readme-only", action="store_true", help="only regenerate README.md from the stored results")
+    ap.add_argument("--eval-only", action="store_true", help="only run the eval (and regenerate README.md)")
     args = ap.parse_args()
     if args.readme_only:
         replace_section(README, render_section(RESULTS))
         print(f"regenerated the results section of {README}")
         return
     model = (args.model or default_model()).resolve()
+    if args.eval_only:
+        run_eval(args, model, RESULTS / f"eval-{args.label}.json")
+        if not args.no_readme:
+            replace_section(README, render_section(RESULTS))
+        return
     common = ["--model", str(model), "--threads", str(args.threads)]
     started = time.perf_counter()
     figures: dict[str, Any] = {"machine": machine(args, model), "seconds": {}}

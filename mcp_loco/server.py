@@ -257,7 +257,7 @@ async def _acquire(pool: ModelPool, ctx: Context) -> Explorer:
         pool.retry_if_failed()
     pool.waiting += 1
     try:
-        last = 0.0
+        last, said = 0.0, ""
         while True:
             explorer = pool.try_acquire()
             if explorer is not None:
@@ -265,8 +265,9 @@ async def _acquire(pool: ModelPool, ctx: Context) -> Explorer:
             if pool.error and not pool.loading:
                 raise ToolError(pool.error)
             now = time.monotonic()
-            if now - last >= 5.0:
-                last = now
+            state = "loading" if pool.loading else "queued"
+            if now - last >= 5.0 or state != said:  # every 5 s, and as soon as the reason changes
+                last, said = now, state
                 why = "loading the model" if pool.loading else f"queued behind other calls ({pool.waiting - 1} waiting)"
                 try:
                     await ctx.report_progress(0.0, None, why)
