@@ -128,7 +128,7 @@ def _looks_like_fs_path(path: str) -> bool:
 
 
 def find_citations(report: str, root: str) -> list[_Found]:
-    """Every absolute path in the report (outside the root only when it looks like a file path)."""
+    """Every absolute path in the report but the root itself (outside the root only when it looks like a file path)."""
     found: list[_Found] = []
     in_code = False
     offset = 0
@@ -144,6 +144,8 @@ def find_citations(report: str, root: str) -> list[_Found]:
                 continue
             l1 = m.group("l1") or m.group("h1")
             l2 = m.group("l2") or m.group("h2")
+            if path == root.rstrip("/") and not l1:
+                continue  # the explored root itself: the caller's own words, not a finding
             end = m.end() if l1 else m.end("path") - end_trim
             found.append(
                 _Found(

@@ -27,13 +27,17 @@ def test_extraction_forms(tmp_path: Path) -> None:
     ]
 
 
-def test_marks_once_and_the_root_counts_as_seen(sample_repo: Path) -> None:
+def test_marks_once_and_the_root_is_not_a_citation(sample_repo: Path) -> None:
     tools = Toolbox(sample_repo)
     root = tools.root
     report = f"Root {root}; invented {root}/nope.py [unverified: no such file or directory]; again {root}/nope.py"
     marked, cites = check_report(report, root, path_oracle(tools), seen=[])
-    assert cites[0].verified  # the explored root itself
+    # Restating the explored root proves nothing, so it neither counts as a verified citation nor is marked.
+    assert [c.path for c in cites] == [f"{root}/nope.py"] * 2 and not any(c.verified for c in cites)
     assert marked.count("[unverified: no such file or directory]") == 2
+    assert f"Root {root};" in marked
+    _, with_line = check_report(f"see {root}/:3", root, path_oracle(tools), seen=[])
+    assert len(with_line) == 1  # a root with a line number is still checked (and is not a file)
 
 
 def test_cap_report_cuts_at_a_boundary() -> None:
