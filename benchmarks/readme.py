@@ -156,6 +156,14 @@ def _eval_section(path: Path) -> list[str]:
         f"{s.get('temperature')}, n_ctx {s.get('n_ctx')}, max_tokens {s.get('max_tokens')}, "
         f"max_turns {s.get('max_turns')}, {report.date[:10]}.",
     ]
+    if "locooperator" not in report.model.lower():
+        out += [
+            "",
+            "These are the named model's figures, not LocoOperator-4B's: they show the harness at work and what "
+            "the scaffolding changes for a model that was never trained on these tools (the card column is "
+            "LocoOperator-4B's published result). `mcp-loco eval --model LocoOperator-4B-Q4_K_M.gguf --ablate` "
+            "measures the real one.",
+        ]
     if report.turn_metrics:
         out += [
             "",
