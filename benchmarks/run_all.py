@@ -116,19 +116,18 @@ def parse_tools(text: str) -> dict[str, Any]:
 
 
 def parse_task_cache(text: str) -> dict[str, Any]:
-    """Figures printed by benchmarks/task_cache.py (parent turn after a Task, vs no Task)."""
-    lost = re.search(r"Task, cache lost\s+([\d.]+)\s+[\d.]+\s+([\d.]+)x", text)
-    kept = re.search(r"Task, state restored\s+([\d.]+)\s+[\d.]+\s+([\d.]+)x", text)
-    if lost is None or kept is None:
-        raise SystemExit("benchmark output changed: no rows from task_cache.py")
-    ideal = re.search(r"no Task \(ideal\)\s+([\d.]+)", text)
-    return {
-        "evaluated_ideal": float(ideal.group(1)) if ideal else None,
-        "evaluated_lost": float(lost.group(1)),
-        "evaluated_restored": float(kept.group(1)),
-        "lost_ratio": float(lost.group(2)),
-        "restored_ratio": float(kept.group(2)),
-    }
+    """Figures printed by benchmarks/task_cache.py: tokens evaluated and time vs no Task, per row."""
+    out: dict[str, Any] = {}
+    for key, label in [
+        ("ideal", r"no Task \(ideal\)"),
+        ("lost", "Task, cache lost"),
+        ("restored", "Task, state restored"),
+    ]:
+        m = re.search(label + r"\s+([\d.]+)\s+[\d.]+\s+([\d.]+)x", text)
+        if m is None:
+            raise SystemExit(f"benchmark output changed: no {key!r} row from task_cache.py")
+        out[f"evaluated_{key}"], out[f"{key}_ratio"] = float(m.group(1)), float(m.group(2))
+    return out
 
 
 def run_eval(args: argparse.Namespace, model: Path, out: Path) -> None:
@@ -141,29 +140,8 @@ def run_eval(args: argparse.Namespace, model: Path, out: Path) -> None:
     subprocess.run(cmd, check=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--label", default="cpu", help="column name for this machine (e.g. cpu, gpu-h100)")
-    ap.add_argument("--gpu", default="", help="the GPU, in words, when the build uses one")
-    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
-    ap.add_argument("--model", type=Path, default=None, help="GGUF file (default: SmolLM2-135M)")
-    ap.add_argument("--eval", action="store_true", help="also run `mcp-loco eval --ablate` (slow on a CPU)")
-    ap.add_argument("--eval-max-tokens", type=int, default=512, help="model.max_tokens for --eval (default 512)")
-    ap.add_argument("--eval-max-turns", type=int, default=10, help="turns per exploration for --eval (default 10)")
-    ap.add_argument("--no-readme", action="store_true", help="do not touch README.md")
-    ap.add_argument("--readme-only", action="store_true", help="only regenerate README.md from the stored results")
-    ap.add_argument("--eval-only", action="store_true", help="only run the eval (and regenerate README.md)")
-    args = ap.parse_args()
-    if args.readme_only:
-        replace_section(README, render_section(RESULTS))
-        print(f"regenerated the results section of {README}")
-        return
-    model = (args.model or default_model()).resolve()
-    if args.eval_only:
-        run_eval(args, model, RESULTS / f"eval-{args.label}.json")
-        if not args.no_readme:
-            replace_section(README, render_section(RESULTS))
-        return
+def measure(args: argparse.Namespace, model: Path) -> None:
+    """Run the speed benchmarks and store their figures in benchmarks/results/<label>.json."""
     common = ["--model", str(model), "--threads", str(args.threads)]
     started = time.perf_counter()
     figures: dict[str, Any] = {"machine": machine(args, model), "seconds": {}}
@@ -178,16 +156,35 @@ def main() -> None:
     figures["grammar"] = parse_grammar(out)
     out, figures["seconds"]["tools"] = run("tools.py", "--repeat", "5")
     figures["tools"] = parse_tools(out)
-    if (HERE / "task_cache.py").is_file():
-        out, figures["seconds"]["task_cache"] = run("task_cache.py", "--model", str(model))
-        figures["task_cache"] = parse_task_cache(out)
+    out, figures["seconds"]["task_cache"] = run("task_cache.py", "--model", str(model))
+    figures["task_cache"] = parse_task_cache(out)
     figures["seconds"]["total"] = round(time.perf_counter() - started, 1)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{args.label}.json"
     path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {path} ({figures['seconds']['total']:.0f}s)")
-    if args.eval:
-        run_eval(args, model, RESULTS / f"eval-{args.label}.json")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--label", default="cpu", help="column name for this machine (e.g. cpu, gpu-h100)")
+    ap.add_argument("--gpu", default="", help="the GPU, in words, when the build uses one")
+    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
+    ap.add_argument("--model", type=Path, default=None, help="GGUF file (default: SmolLM2-135M)")
+    ap.add_argument("--eval", action="store_true", help="also run `mcp-loco eval --ablate` (slow on a CPU)")
+    ap.add_argument("--eval-max-tokens", type=int, default=512, help="model.max_tokens for --eval (default 512)")
+    ap.add_argument("--eval-max-turns", type=int, default=10, help="turns per exploration for --eval (default 10)")
+    ap.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--readme-only", action="store_true", help="only regenerate README.md from the stored results")
+    only.add_argument("--eval-only", action="store_true", help="only run the eval (and regenerate README.md)")
+    args = ap.parse_args()
+    if not args.readme_only:
+        model = (args.model or default_model()).resolve()
+        if not args.eval_only:
+            measure(args, model)
+        if args.eval or args.eval_only:
+            run_eval(args, model, RESULTS / f"eval-{args.label}.json")
     if not args.no_readme:
         replace_section(README, render_section(RESULTS))
         print(f"regenerated the results section of {README}")

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from mcp_loco.config import Settings
 from mcp_loco.errors import LocoError
@@ -33,12 +34,17 @@ def _check_llama_import(settings: Settings) -> str:
     return f"llama-cpp-python {llama_cpp.__version__}; {info[:160]}"
 
 
+def _local_model(settings: Settings) -> Path:
+    """The model file on this machine; doctor never downloads."""
+    from mcp_loco import modelfiles
+
+    return modelfiles.resolve(settings.model.model_copy(update={"download": False}))
+
+
 def _check_model_file(settings: Settings) -> str:
     if settings.model.backend != "llama":
         return f"backend is {settings.model.backend}: no local model file needed"
-    from mcp_loco import modelfiles
-
-    path = modelfiles.resolve(settings.model.model_copy(update={"download": False}))
+    path = _local_model(settings)
     return f"{path} ({path.stat().st_size / 1e9:.2f} GB)"
 
 
@@ -47,10 +53,8 @@ def _check_decode(settings: Settings) -> str:
     if settings.model.backend == "replay":
         return "replay backend: nothing to decode"
     if settings.model.backend == "llama":
-        from mcp_loco import modelfiles
-
-        try:  # never a download from here: the model file check says what is missing
-            path = modelfiles.resolve(settings.model.model_copy(update={"download": False}))
+        try:  # the model file check says what is missing
+            path = _local_model(settings)
         except LocoError:
             raise LocoError("skipped: no model file to load") from None
         settings = settings.model_copy(deep=True)

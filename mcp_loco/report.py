@@ -132,6 +132,7 @@ def find_citations(report: str, root: str) -> list[_Found]:
     found: list[_Found] = []
     in_code = False
     offset = 0
+    bare_root = root.rstrip("/")
     for line in report.splitlines(keepends=True):
         if _FENCE.match(line):
             in_code = not in_code
@@ -144,7 +145,7 @@ def find_citations(report: str, root: str) -> list[_Found]:
                 continue
             l1 = m.group("l1") or m.group("h1")
             l2 = m.group("l2") or m.group("h2")
-            if path == root.rstrip("/") and not l1:
+            if path == bare_root and not l1:
                 continue  # the explored root itself: the caller's own words, not a finding
             end = m.end() if l1 else m.end("path") - end_trim
             found.append(

@@ -257,18 +257,18 @@ async def _acquire(pool: ModelPool, ctx: Context) -> Explorer:
         pool.retry_if_failed()
     pool.waiting += 1
     try:
-        last, said = 0.0, ""
+        last, was_loading = 0.0, None
         while True:
             explorer = pool.try_acquire()
             if explorer is not None:
                 return explorer
-            if pool.error and not pool.loading:
+            loading = pool.loading
+            if pool.error and not loading:
                 raise ToolError(pool.error)
             now = time.monotonic()
-            state = "loading" if pool.loading else "queued"
-            if now - last >= 5.0 or state != said:  # every 5 s, and as soon as the reason changes
-                last, said = now, state
-                why = "loading the model" if pool.loading else f"queued behind other calls ({pool.waiting - 1} waiting)"
+            if now - last >= 5.0 or loading != was_loading:  # every 5 s, and as soon as the reason changes
+                last, was_loading = now, loading
+                why = "loading the model" if loading else f"queued behind other calls ({pool.waiting - 1} waiting)"
                 try:
                     await ctx.report_progress(0.0, None, why)
                 except Exception:

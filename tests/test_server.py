@@ -268,3 +268,40 @@ async def test_calls_queue_for_one_model_and_all_get_answers(sample_repo: Path) 
                     tg.start_soon(one)
     assert [text_of(r) for r in results] == ["answer"] * 4
     assert any(m and m.startswith("queued behind other calls") for m in messages)
+
+
+async def test_a_call_says_at_once_when_it_moves_from_loading_to_queued(sample_repo: Path) -> None:
+    s = make_settings(sample_repo)
+    loaded = threading.Event()
+
+    def slow_load() -> ChatModel:
+        loaded.wait(10)
+        return SlowReplay(["answer"], delay=1.0)
+
+    pool = ModelPool(s, factory=slow_load)
+    said: dict[int, list[str]] = {0: [], 1: []}
+
+    async with Client(build_server(s, pool)) as client:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for i in (0, 1):
+
+                    async def one(i: int = i) -> None:
+                        async def on_progress(p: float, total: float | None, message: str | None) -> None:
+                            said[i].append(message or "")
+
+                        await client.call_tool(
+                            "explore_codebase",
+                            {"path": str(sample_repo), "question": "q"},
+                            progress_callback=on_progress,
+                        )
+
+                    tg.start_soon(one)
+                while not (said[0] and said[1]):  # both calls are waiting for the load
+                    await anyio.sleep(0.02)
+                loaded.set()
+    # One call got the model; the other waited a second behind it, well under the 5 s between reminders,
+    # and still heard at once that it now queues rather than loads.
+    waited = [m for m in said.values() if any(x.startswith("queued behind other calls") for x in m)]
+    assert len(waited) == 1, said
+    assert waited[0][0] == "loading the model"
