@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,23 @@ from mcp_loco.config import Settings
 from mcp_loco.protocol import MalformedCall, ToolCall, parse_turn
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+
+@pytest.fixture
+def fixed_repo(sample_repo: Path) -> Iterator[Path]:
+    """The sample repository at the same path on every run.
+
+    At temperature 0 the model's output depends on the prompt, and the prompt holds the root: under
+    pytest's numbered temporary folders (pytest-14, pytest-15, ...) the same test meets a different
+    prompt each run, and a path the model starts repeating can run a call past max_tokens.
+    """
+    root = Path(tempfile.gettempdir()) / f"mcp-loco-real-{os.getuid()}" / "repo"
+    shutil.rmtree(root.parent, ignore_errors=True)
+    shutil.copytree(sample_repo, root, symlinks=True)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def real_settings(model_path: Path) -> Settings:
@@ -28,12 +48,12 @@ def real_settings(model_path: Path) -> Settings:
     return s
 
 
-def test_real_model_explores_with_a_forced_first_call(small_model_path: Path, sample_repo: Path) -> None:
+def test_real_model_explores_with_a_forced_first_call(small_model_path: Path, fixed_repo: Path) -> None:
     settings = real_settings(small_model_path)
     model = LlamaModel(small_model_path, settings.llama)
     explorer = Explorer(model, settings)
     try:
-        result = explorer.explore(sample_repo, "Where is load_config defined?")
+        result = explorer.explore(fixed_repo, "Where is load_config defined?")
     finally:
         explorer.close()
         model.close()
@@ -49,17 +69,15 @@ def test_real_model_explores_with_a_forced_first_call(small_model_path: Path, sa
     for c in result.citations:
         if c.verified:
             assert os.path.exists(c.path)
-            assert (
-                c.path == result.root
-                or c.path in result.files_examined
-                or any(f.startswith(c.path.rstrip("/") + "/") for f in result.files_examined)
+            assert c.path in result.files_examined or any(
+                f.startswith(c.path.rstrip("/") + "/") for f in result.files_examined
             )
         else:
             assert c.reason and f"{c.text} [unverified: {c.reason}]" in result.report
     assert "sk-live-SECRET" not in result.model_dump_json()
 
 
-def test_forced_first_turn_parses_to_a_known_tool(small_model_path: Path, sample_repo: Path) -> None:
+def test_forced_first_turn_parses_to_a_known_tool(small_model_path: Path, fixed_repo: Path) -> None:
     settings = real_settings(small_model_path)
     settings.agent.max_turns = 1
     model = LlamaModel(small_model_path, settings.llama)
@@ -74,7 +92,7 @@ def test_forced_first_turn_parses_to_a_known_tool(small_model_path: Path, sample
     model.complete = spy  # type: ignore[method-assign]
     explorer = Explorer(model, settings)
     try:
-        explorer.explore(sample_repo, "List the Python files.")
+        explorer.explore(fixed_repo, "List the Python files.")
     finally:
         explorer.close()
         model.close()
