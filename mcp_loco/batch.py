@@ -71,7 +71,7 @@ def render_answer(qid: str, query: str, result: Any) -> str:
     )
 
 
-def run_batch(settings: Settings, root: Path, queries: Path, out: Path, fallback: Any = None) -> Summary:
+def run_batch(settings: Settings, root: Path, queries: Path, out: Path) -> Summary:
     """Answer every query not yet answered in `out`."""
     from mcp_loco.backends import load_backend
 
@@ -82,7 +82,7 @@ def run_batch(settings: Settings, root: Path, queries: Path, out: Path, fallback
     t0 = time.monotonic()
     if todo:
         model = load_backend(settings)
-        explorer = Explorer(model, settings, fallback=fallback)
+        explorer = Explorer(model, settings)
         try:
             for qid, query in tqdm(todo, desc="queries", unit="q", file=sys.stderr):
                 try:

@@ -130,7 +130,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.transcript_dir:
         settings.agent.transcript_dir = args.transcript_dir
     model = load_backend(settings)
-    explorer = Explorer(model, settings, fallback=_fallback(settings))
+    explorer = Explorer(model, settings)
     try:
         result = explorer.explore(args.path, args.question, progress=_progress_to_stderr(args.quiet))
     finally:
@@ -149,14 +149,6 @@ def cmd_explore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fallback(settings: Settings) -> Any:
-    if not settings.escalation.endpoint:
-        return None
-    from mcp_loco.escalation import ChatFallback
-
-    return ChatFallback(settings.escalation)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the MCP server."""
     from mcp_loco.server import serve
@@ -170,7 +162,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from mcp_loco.batch import run_batch
 
     settings = _settings(args)
-    summary = run_batch(settings, Path(args.root), Path(args.queries), Path(args.out), _fallback(settings))
+    summary = run_batch(settings, Path(args.root), Path(args.queries), Path(args.out))
     print(summary.line(), file=sys.stderr)
     return 0 if summary.failed == 0 else 1
 

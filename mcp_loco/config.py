@@ -116,8 +116,8 @@ class AgentSettings(Section):
 
     max_turns: int = Field(10, ge=1, le=100)
     """Model turns before the report is asked for (the model was trained on 10)."""
-    deadline_s: float = Field(240.0, gt=0)
-    """Wall-clock budget of one exploration in seconds; the report is asked for when it runs out."""
+    deadline_s: float = Field(100.0, gt=0)
+    """Wall-clock budget of a call in seconds, the report included (30% is kept for it); under Claude Code's 120 s."""
     report_max_tokens: int = Field(8000, ge=256)
     """Cap on the returned report (Claude Code warns from ~10k tokens)."""
     grammar: bool = True

@@ -22,7 +22,7 @@ REBUILD = (
 def _check_ripgrep(settings: Settings) -> str:
     from mcp_loco.sandbox import find_rg
 
-    rg = find_rg(settings.tools)
+    rg = find_rg(settings.tools.rg_path)
     out = subprocess.run([rg, "--version"], capture_output=True, text=True, timeout=10, check=True)
     return f"{out.stdout.splitlines()[0]} ({rg})"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,30 +11,20 @@ import structlog
 
 from mcp_loco.config import EscalationSettings
 from mcp_loco.errors import BackendError, Cancelled, ConfigError
-from mcp_loco.protocol import Message
+from mcp_loco.interfaces import Message, StopSignal
+from mcp_loco.protocol import chat_turns, prompt_text
 
 log = structlog.get_logger("mcp_loco.escalation")
 
 
 def to_chat(messages: Sequence[Message]) -> list[dict[str, str]]:
-    """Chat messages carrying the same text protocol: tool results become one user turn of <tool_response> blocks."""
-    out: list[dict[str, str]] = []
-    pending: list[str] = []
+    """Chat messages carrying the same text protocol (tool results as one user turn of <tool_response> blocks)."""
+    return [{"role": role, "content": prompt_text(parts)} for role, parts in chat_turns(messages)]
 
-    def flush() -> None:
-        if pending:
-            blocks = "\n".join(f"<tool_response>\n{text}\n</tool_response>" for text in pending)
-            out.append({"role": "user", "content": blocks})
-            pending.clear()
 
-    for m in messages:
-        if m.role == "tool":
-            pending.append(m.content)
-            continue
-        flush()
-        out.append({"role": m.role, "content": m.content})
-    flush()
-    return out
+def fallback_for(settings: EscalationSettings) -> ChatFallback | None:
+    """The configured fallback model, or None when escalation has no endpoint."""
+    return ChatFallback(settings) if settings.endpoint else None
 
 
 class ChatFallback:
@@ -53,11 +42,16 @@ class ChatFallback:
             transport=transport,
         )
 
+    @property
+    def name(self) -> str:
+        """The model, else the endpoint."""
+        return self.settings.model or self.settings.endpoint
+
     def close(self) -> None:
         """Close the HTTP client."""
         self._client.close()
 
-    def __call__(self, messages: Sequence[Message], stop: threading.Event) -> str:
+    def next_turn(self, messages: Sequence[Message], stop: StopSignal) -> str:
         """The fallback model's next turn, as raw text."""
         body: dict[str, Any] = {"messages": to_chat(messages), "stream": True, "temperature": 0.2}
         if self.settings.model:
@@ -87,7 +81,6 @@ class ChatFallback:
                     parts.append(delta.get("content") or "")
         except httpx.HTTPError as e:
             raise BackendError(f"escalation endpoint {self.settings.endpoint} failed: {e}") from None
-        parent = getattr(stop, "parent", None)
-        if parent is not None and parent.is_set():
+        if stop.cancelled:
             raise Cancelled("cancelled during escalation")
         return "".join(parts)

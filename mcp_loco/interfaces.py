@@ -1,8 +1,9 @@
-"""The seams between the parts: tools, prompts and models. Small types and Protocols only."""
+"""The seams between the parts: tools, prompts, models, escalation and the path oracle. Small types and Protocols only."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
@@ -48,7 +49,42 @@ class Tools(Protocol):
         ...
 
 
+# ---- the path oracle ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """What the sandbox says about a path."""
+
+    kind: Literal["file", "dir", "missing", "outside", "denied", "error"]
+    lines: int | None = None
+    reason: str = ""
+
+
+class PathOracle(Protocol):
+    """Answers, safely and inside the root, what a cited path is."""
+
+    def inspect(self, path: str) -> PathInfo:
+        """Classify an absolute path under the root (never follows links out of it, never raises)."""
+        ...
+
+
+def is_within(path: str, base: str) -> bool:
+    """True when `path` is `base` or lies below it (both absolute and normalised)."""
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
 # ---- prompts ---------------------------------------------------------------------------------------
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of the conversation; `tool` messages carry one tool result each."""
+
+    role: Role
+    content: str
 
 
 class Segment(NamedTuple):
@@ -133,6 +169,34 @@ class ChatModel(Protocol):
         ...
 
 
+class StopSignal(threading.Event):
+    """Set by the caller's cancel, by `set()`, or once the deadline passes; backends poll `is_set()`."""
+
+    def __init__(self, parent: threading.Event | None, deadline: float) -> None:
+        super().__init__()
+        self.parent = parent
+        self.deadline = deadline
+
+    @property
+    def cancelled(self) -> bool:
+        """True when the caller (not the clock) asked to stop."""
+        return self.parent is not None and self.parent.is_set()
+
+    def is_set(self) -> bool:
+        """True once cancelled or past the deadline."""
+        return super().is_set() or self.cancelled or time.monotonic() >= self.deadline
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait in short steps so the deadline and the parent are noticed."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.05 if end is None else min(0.05, end - time.monotonic())
+            if left <= 0:
+                return False
+            super().wait(left)
+        return True
+
+
 @runtime_checkable
 class Snapshots(Protocol):
     """A backend that can save and restore its evaluated context (in-process llama.cpp)."""
@@ -143,4 +207,24 @@ class Snapshots(Protocol):
 
     def restore(self, state: object) -> None:
         """Go back to a saved context."""
+        ...
+
+
+# ---- escalation ------------------------------------------------------------------------------------
+
+
+class Fallback(Protocol):
+    """A stronger model that takes over a conversation when the local budget runs out."""
+
+    @property
+    def name(self) -> str:
+        """How progress lines name it (the model, else the endpoint)."""
+        ...
+
+    def next_turn(self, messages: Sequence[Message], stop: StopSignal) -> str:
+        """The fallback model's next assistant turn as raw text; raises Cancelled when the caller cancelled."""
+        ...
+
+    def close(self) -> None:
+        """Free its resources (an HTTP client)."""
         ...

@@ -11,12 +11,11 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from mcp_loco.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from mcp_loco.interfaces import Segment
-
-Role = Literal["system", "user", "assistant", "tool"]
+from mcp_loco.interfaces import Message as Message  # the prompt format speaks of messages too
+from mcp_loco.interfaces import Role, Segment
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -26,14 +25,6 @@ CALL_FORMAT_HINT = (
     'write exactly one JSON object {"name": <tool name>, "arguments": {<argument>: <value>, ...}} '
     "between <tool_call> and </tool_call>"
 )
-
-
-@dataclass(frozen=True)
-class Message:
-    """One turn of the conversation; `tool` messages carry one tool result each."""
-
-    role: Role
-    content: str
 
 
 def _turn(role: str, parts: Iterable[Segment]) -> list[Segment]:
@@ -46,14 +37,15 @@ def _content(text: str) -> list[Segment]:
     return [Segment(text)] if text else []
 
 
-def render(messages: Sequence[Message], add_generation_prompt: bool = True) -> list[Segment]:
-    """Qwen3 ChatML: one turn per message; consecutive tool results merge into one user turn."""
-    out: list[Segment] = []
+def chat_turns(messages: Sequence[Message]) -> list[tuple[Role, list[Segment]]]:
+    """The ChatML turns: one per message, consecutive tool results merged into one user turn of
+    `<tool_response>` blocks (what the model was trained on; escalation sends the same turns)."""
+    out: list[tuple[Role, list[Segment]]] = []
     i = 0
     while i < len(messages):
         msg = messages[i]
         if msg.role != "tool":
-            out += _turn(msg.role, _content(msg.content))
+            out.append((msg.role, _content(msg.content)))
             i += 1
             continue
         parts: list[Segment] = []
@@ -65,7 +57,15 @@ def render(messages: Sequence[Message], add_generation_prompt: bool = True) -> l
                 Segment(f"\n{RESPONSE_CLOSE}"),
             ]
             i += 1
-        out += _turn("user", parts)
+        out.append(("user", parts))
+    return out
+
+
+def render(messages: Sequence[Message], add_generation_prompt: bool = True) -> list[Segment]:
+    """Qwen3 ChatML: one turn per message; consecutive tool results merge into one user turn."""
+    out: list[Segment] = []
+    for role, parts in chat_turns(messages):
+        out += _turn(role, parts)
     if add_generation_prompt:
         out += generation_prompt()
     return out
@@ -114,11 +114,6 @@ class ParsedTurn:
 
     text: str
     calls: tuple[ToolCall | MalformedCall, ...] = field(default=())
-
-    @property
-    def is_final(self) -> bool:
-        """True when the turn has no tool-call block (it is the answer)."""
-        return not self.calls
 
 
 _FENCE_OPEN = re.compile(r"\A\s*```[a-zA-Z0-9_-]*[ \t]*\n?")

@@ -6,11 +6,11 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from mcp_loco.interfaces import Usage
+from mcp_loco.interfaces import PathOracle, Usage, is_within
 
 StopReason = Literal["answered", "turns", "context", "deadline"]
 
@@ -85,26 +85,6 @@ class ExploreResult(BaseModel):
     question: str = ""
 
 
-# ---- the oracle: what is really on disk ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PathInfo:
-    """What the sandbox says about a path."""
-
-    kind: Literal["file", "dir", "missing", "outside", "denied", "error"]
-    lines: int | None = None
-    reason: str = ""
-
-
-class PathOracle(Protocol):
-    """Answers, safely and inside the root, what a cited path is."""
-
-    def inspect(self, path: str) -> PathInfo:
-        """Classify an absolute path under the root (never follows links out of it, never raises)."""
-        ...
-
-
 # ---- extraction ----------------------------------------------------------------------------------
 
 
@@ -117,10 +97,6 @@ class _Found:
     line_start: int | None
     line_end: int | None
     in_code: bool
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _looks_like_fs_path(path: str) -> bool:
@@ -140,7 +116,7 @@ def find_citations(report: str, root: str) -> list[_Found]:
             raw = m.group("path")
             path = os.path.normpath(raw.rstrip(".")) if raw != "/" else raw
             end_trim = len(raw) - len(raw.rstrip(".")) if raw.endswith(".") and not raw.endswith("..") else 0
-            inside = _under(path, root)
+            inside = is_within(path, root)
             if not inside and (in_code or not _looks_like_fs_path(path) or path.count("/") < 2):
                 continue
             l1 = m.group("l1") or m.group("h1")
@@ -187,7 +163,7 @@ def verify(found: _Found, root: str, oracle: PathOracle, seen: set[str]) -> Cita
             reason=reason,
         )
 
-    if not _under(found.path, root):
+    if not is_within(found.path, root):
         return result(False, f"outside the explored root {root}")
     info = oracle.inspect(found.path)
     if info.kind == "outside":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import structlog
 from mcp.server.mcpserver import Context, MCPServer
@@ -21,19 +23,27 @@ from pydantic import Field
 from mcp_loco import __version__
 from mcp_loco.agent import Explorer, Progress
 from mcp_loco.config import Settings
-from mcp_loco.errors import Cancelled, LocoError
-from mcp_loco.interfaces import ChatModel
+from mcp_loco.errors import Cancelled, LocoError, RootError
+from mcp_loco.interfaces import ChatModel, is_within
+from mcp_loco.payload import Answer, Detail, answer
 from mcp_loco.report import ExploreResult
+from mcp_loco.sandbox import Toolbox
+from mcp_loco.sandbox.paths import Root
 
 log = structlog.get_logger("mcp_loco.server")
 
+MIN_BUDGET_S = 5.0
+"""A call that waited out most of its budget in the queue still gets this long to write a report."""
+
 DESCRIPTION = """\
-Explore a local codebase with a small local model (LocoOperator-4B) and get back a report that cites \
-absolute file paths and code snippets. It reads the code with sandboxed read-only tools (Read, Grep, Glob, \
-read-only shell) for up to ~10 turns, then answers; every cited path is checked against the disk and marked \
-when it does not hold. Use it to find where something is implemented, how a feature works, or which files \
-matter for a change, without spending your own context on reading files. Ask one focused question per call; \
-calls take tens of seconds to a few minutes and report progress."""
+Answer a question about a local codebase: a small local model reads the code with read-only tools \
+(Read, Grep, Glob, a read-only shell) and returns a markdown report with absolute paths, line ranges and \
+snippets. Every cited path is checked against the disk: `citations.verified` lists those that hold, and \
+the report marks the others `[unverified: ...]`.
+Use it for questions that span many files: where is X implemented, how does Y flow, which files matter \
+for a change to Z. Do not use it to read one file you already know (read it yourself) or to change code.
+Ask one focused question per call. A call takes up to about 100 s (`deadline_s` sets the budget) and \
+reports progress."""
 
 INSTRUCTIONS = (
     "mcp-loco explores local codebases with a small local model. Call explore_codebase with an absolute "
@@ -60,13 +70,6 @@ class ModelPool:
 
         return load_backend(self.settings)
 
-    def _fallback(self) -> Any:
-        if not self.settings.escalation.endpoint:
-            return None
-        from mcp_loco.escalation import ChatFallback
-
-        return ChatFallback(self.settings.escalation)
-
     def start(self) -> None:
         """Begin loading the models in a background thread (once)."""
         with self._lock:
@@ -80,7 +83,7 @@ class ModelPool:
         try:
             for _ in range(self.settings.server.parallel):
                 t0 = time.monotonic()
-                explorer = Explorer(self._factory(), self.settings, fallback=self._fallback())
+                explorer = Explorer(self._factory(), self.settings)
                 with self._lock:
                     self._all.append(explorer)
                     self._free.append(explorer)
@@ -132,23 +135,39 @@ def resolve_roots(settings: Settings) -> list[Path]:
     return [Path(r).expanduser().resolve() for r in roots]
 
 
-def check_path(path: str, roots: list[Path]) -> Path:
-    """The directory to explore: inside an allowed root (relative paths are taken from the first root)."""
+def open_root(path: str, roots: list[Path], settings: Settings) -> Toolbox:
+    """The directory to explore, opened once: inside an allowed root, not itself a secret directory.
+
+    The check is made on the directory actually opened, and the exploration goes through that descriptor,
+    so a link swapped in while the call waits for a model cannot redirect it.
+    """
     if not path or not path.strip():
         raise ToolError("path is empty: give the absolute path of the directory to explore")
     if "\x00" in path:
         raise ToolError("path contains a NUL byte")
     p = Path(path).expanduser()
-    resolved = (p if p.is_absolute() else roots[0] / p).resolve()
-    if not any(resolved == r or resolved.is_relative_to(r) for r in roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise ToolError(
-            f"path {path!r} is outside the allowed roots ({allowed}); "
-            "start the server with --root DIR to allow another directory"
-        )
-    if not resolved.is_dir():
+    p = p if p.is_absolute() else roots[0] / p
+    allowed = ", ".join(str(r) for r in roots)
+    outside = ToolError(
+        f"path {path!r} is outside the allowed roots ({allowed}); "
+        "start the server with --root DIR to allow another directory"
+    )
+    if not any(is_within(os.path.realpath(p), str(r)) for r in roots):
+        raise outside  # said before anything is opened
+    if not p.is_dir():
         raise ToolError(f"path {path!r} is not an existing directory")
-    return resolved
+    try:
+        root = Root(p)
+    except RootError as e:
+        raise ToolError(f"path {path!r}: {e}") from None
+    base = next((str(r) for r in roots if is_within(root.path, str(r))), None)
+    if base is None:
+        root.close()
+        raise outside
+    try:
+        return Toolbox(root, settings.tools, base=base)
+    except RootError as e:
+        raise ToolError(str(e)) from None
 
 
 async def _run_in_thread(fn: Callable[[], ExploreResult], cancel: threading.Event) -> ExploreResult:
@@ -208,28 +227,52 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
             int | None, Field(description="Model turns before it must answer (default 10)", ge=1, le=30)
         ] = None,
         deadline_s: Annotated[
-            float | None, Field(description="Wall-clock budget in seconds (default 240)", ge=5, le=1800)
+            float | None,
+            Field(
+                description="Wall-clock budget in seconds from the call's arrival, the report included (default 100)",
+                ge=5,
+                le=1800,
+            ),
         ] = None,
-    ) -> Annotated[CallToolResult, ExploreResult]:
-        root = check_path(path, roots)
+        detail: Annotated[
+            Detail, Field(description='"brief": report and citations; "full": also tool calls, usage, timings')
+        ] = "brief",
+    ) -> Annotated[CallToolResult, Answer]:
         if not question.strip():
             raise ToolError("question is empty: say what to find out about the codebase")
         if len(question) > 8000:
             raise ToolError(f"question is {len(question)} characters long; keep it under 8000")
+        arrived = time.monotonic()
+        tools = open_root(path, roots, settings)
+        try:
+            result = await _explore(tools, question, ctx, max_turns, deadline_s, arrived)
+        finally:
+            tools.close()
+        return CallToolResult(
+            content=[TextContent(type="text", text=result.report)], structured_content=answer(result, detail)
+        )
+
+    async def _explore(
+        tools: Toolbox, question: str, ctx: Context, max_turns: int | None, deadline_s: float | None, arrived: float
+    ) -> ExploreResult:
         explorer = await _acquire(pool, ctx)
+        # The client's clock started when the call arrived: time spent waiting for a model counts.
+        budget = max(MIN_BUDGET_S, (deadline_s or settings.agent.deadline_s) - (time.monotonic() - arrived))
         cancel = threading.Event()
         max_t = max_turns or settings.agent.max_turns
 
+        token = anyio.lowlevel.current_token()  # heartbeats come from a thread anyio did not start
+
         def progress(p: Progress) -> None:
             try:
-                anyio.from_thread.run(ctx.report_progress, float(p.turn), float(max_t + 1), p.message)
+                anyio.from_thread.run(ctx.report_progress, float(p.turn), float(max_t + 1), p.message, token=token)
             except Exception:  # a client gone or a closed stream must not stop the work
                 log.debug("progress not delivered", message=p.message)
 
         try:
             result = await _run_in_thread(
                 lambda: explorer.explore(
-                    root, question, cancel=cancel, progress=progress, max_turns=max_turns, deadline_s=deadline_s
+                    tools, question, cancel=cancel, progress=progress, max_turns=max_turns, deadline_s=budget
                 ),
                 cancel,
             )
@@ -242,11 +285,8 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
             raise ToolError(f"the exploration failed: {type(e).__name__}: {e}") from None
         finally:
             pool.release(explorer)
-        log.info("explored", root=str(root), turns=result.turns, stop=result.stop_reason, seconds=result.elapsed_s)
-        return CallToolResult(
-            content=[TextContent(type="text", text=result.report)],
-            structured_content=result.model_dump(mode="json"),
-        )
+        log.info("explored", root=tools.root, turns=result.turns, stop=result.stop_reason, seconds=result.elapsed_s)
+        return result
 
     return server
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mcp_loco.interfaces import Segment
+from mcp_loco.protocol import prompt_text
 
 
 class Transcript:
@@ -41,7 +42,7 @@ class Transcript:
 
     def prompt(self, prompt: Sequence[Segment]) -> None:
         """Write what the prompt adds since the last one (the whole text when it is not an extension)."""
-        text = "".join(seg.text for seg in prompt)
+        text = prompt_text(prompt)
         delta, reset = (text[len(self._sent) :], False) if text.startswith(self._sent) else (text, True)
         self._sent = text
         self.event("prompt", text=delta, reset=reset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def small_model_path() -> Path:
     return path
 
 
-def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
+def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
     """Create files (parents included) under root; return root."""
     for rel, content in files.items():
         p = root / rel

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mcp_loco.agent import Explorer, Progress, fit_results
+from mcp_loco.agent import Explorer, Progress
+from mcp_loco.backends.function import FunctionFallback
 from mcp_loco.backends.replay import ReplayModel
 from mcp_loco.config import Settings
 from mcp_loco.errors import Cancelled, LocoError
-from mcp_loco.interfaces import Completion, GenerateOptions, Prompt, Segment, Usage
+from mcp_loco.interfaces import Segment
 from mcp_loco.protocol import Message, format_call
+from mcp_loco.turns import fit_results
 
 CANARY = "CANARY-OUTSIDE-7f3a"
 SECRET = "sk-live-SECRET-DO-NOT-LEAK"
@@ -139,25 +142,9 @@ def test_fit_results_shares_the_budget() -> None:
     assert "result cut to fit" in out[1] and len(out[1]) < 800
 
 
-class SlowModel(ReplayModel):
-    """Replays turns, generating slowly and honouring cancel like a real backend."""
-
-    def __init__(self, turns: list[str], delay: float) -> None:
-        super().__init__(turns)
-        self.delay = delay
-
-    def complete(self, prompt: Prompt, options: GenerateOptions, cancel: threading.Event | None = None) -> Completion:
-        end = time.monotonic() + self.delay
-        while time.monotonic() < end:
-            if cancel is not None and cancel.is_set():
-                return Completion(text="partial", usage=Usage(), finish_reason="cancelled")
-            time.sleep(0.01)
-        return super().complete(prompt, options, cancel)
-
-
 def test_deadline_still_returns_a_report(sample_repo: Path) -> None:
     grep = turn(call("Glob", pattern="**/*.py"))
-    model = SlowModel([grep] * 50 + ["never reached"], delay=0.5)
+    model = ReplayModel([grep] * 50 + ["never reached"], delay=0.5)
     explorer = Explorer(model, settings())
     t0 = time.monotonic()
     result = explorer.explore(sample_repo, "what is here?", deadline_s=2.0)
@@ -177,7 +164,7 @@ def test_caller_cancel_stops_between_and_inside_generations(sample_repo: Path) -
     with pytest.raises(Cancelled):
         run(sample_repo, [grep] * 5, cancel=cancel, progress=on_progress)
     cancel = threading.Event()
-    model = SlowModel([grep] * 5, delay=30)
+    model = ReplayModel([grep] * 5, delay=30)
     threading.Timer(0.3, cancel.set).start()
     t0 = time.monotonic()
     with pytest.raises(Cancelled):
@@ -334,14 +321,16 @@ def test_escalation_takes_over_when_turns_run_out(sample_repo: Path) -> None:
     seen: list[list[Message]] = []
     replies = iter([turn(call("Read", file_path=str(cfg))), f"Cloud report: {cfg}:4"])
 
-    def fallback(messages: list[Message], stop: threading.Event) -> str:
+    def fallback(messages: Sequence[Message]) -> str:
         seen.append(list(messages))
         return next(replies)
 
     s = settings(max_turns=1)
     s.escalation.endpoint = "http://127.0.0.1:9/v1"  # only checked for being set; the callable stands in
     grep = turn(call("Grep", pattern="load_config"))
-    result, _ = run(sample_repo, [grep], settings=s, fallback=fallback)
+    cloud = FunctionFallback(fallback)
+    result, _ = run(sample_repo, [grep], settings=s, fallback=cloud)
+    assert cloud.closed  # the explorer owns its fallback and closes it
     assert result.escalated and result.stop_reason == "turns"
     assert result.report == f"Cloud report: {cfg}:4" and result.citations[0].verified
     assert seen[0][-1].role == "tool" and str(cfg) in seen[0][-1].content
@@ -349,12 +338,12 @@ def test_escalation_takes_over_when_turns_run_out(sample_repo: Path) -> None:
 
 
 def test_escalation_failure_falls_back_to_the_local_report(sample_repo: Path) -> None:
-    def broken(messages: list[Message], stop: threading.Event) -> str:
+    def broken(messages: Sequence[Message]) -> str:
         raise LocoError("endpoint down")
 
     s = settings(max_turns=1)
     grep = turn(call("Grep", pattern="load_config"))
-    result, _ = run(sample_repo, [grep, "local report"], settings=s, fallback=broken)
+    result, _ = run(sample_repo, [grep, "local report"], settings=s, fallback=FunctionFallback(broken))
     assert not result.escalated and result.report == "local report"
 
 
@@ -391,21 +380,8 @@ def test_repeated_call_in_one_turn_runs_once(sample_repo: Path, monkeypatch: pyt
     assert len(result.tool_calls) == 3
 
 
-class SnapshotReplay(ReplayModel):
-    """Records when the explorer saves and restores the parent's context."""
-
-    events: list[str]
-
-    def snapshot(self) -> object:
-        self.events.append(f"snapshot@{len(self.prompts)}")
-        return len(self.prompts)
-
-    def restore(self, state: object) -> None:
-        self.events.append(f"restore:{state}@{len(self.prompts)}")
-
-
 def test_task_snapshots_and_restores_the_parents_context(sample_repo: Path) -> None:
-    model = SnapshotReplay(
+    model = ReplayModel(
         [
             turn(call("Task", description="d", prompt="sub?")),
             turn(call("Glob", pattern="*.md")),
@@ -413,8 +389,32 @@ def test_task_snapshots_and_restores_the_parents_context(sample_repo: Path) -> N
             "parent answer",
         ]
     )
-    model.events = []
     result = Explorer(model, settings()).explore(sample_repo, "q")
     assert result.report == "parent answer"
     # Saved after the parent's turn 1, restored after the sub-exploration's two turns.
     assert model.events == ["snapshot@1", "restore:1@3"]
+
+
+@pytest.mark.parametrize("limit", [2, 8])
+def test_max_calls_per_turn_limits_the_grammar_the_explorer_serves(sample_repo: Path, limit: int) -> None:
+    s = settings(max_calls_per_turn=limit)
+    s.agent.grammar = True
+    result, model = run(sample_repo, [turn(call("Glob", pattern="*.md")), "answer"], settings=s)
+    assert result.report == "answer"
+    grammars = {o.grammar for o in model.options}
+    assert len(grammars) == 1 and None not in grammars
+    root = next(line for line in str(grammars.pop()).splitlines() if line.startswith("root ::="))
+    # One call, then at most limit - 1 more: the repetition bound of the root rule.
+    assert root.endswith(f"){{0,{limit - 1}}}"), root
+
+
+def test_every_tool_is_one_registry_entry(sample_repo: Path) -> None:
+    from mcp_loco.sandbox import TOOLS, Toolbox
+    from mcp_loco.sandbox.registry import describe_call
+
+    box = Toolbox(sample_repo)
+    assert box.schemas() == {name: TOOLS[name].schema for name in box.names}
+    assert describe_call("Grep", {"pattern": "x", "path": str(sample_repo / "src")}, box.root) == "Grep 'x' in src"
+    assert describe_call("Task", {"description": "d", "prompt": "p"}, box.root) == "Task 'd'"
+    assert "LS" not in box.names and box.call("LS", {"path": str(sample_repo)}).ok
+    box.close()

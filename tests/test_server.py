@@ -12,9 +12,10 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult
 
+from mcp_loco.backends.function import FunctionModel, Request
 from mcp_loco.backends.replay import ReplayModel
 from mcp_loco.config import Settings
-from mcp_loco.interfaces import ChatModel, Completion, GenerateOptions, Prompt, Usage
+from mcp_loco.interfaces import ChatModel
 from mcp_loco.protocol import format_call
 from mcp_loco.server import ModelPool, build_server
 
@@ -36,23 +37,7 @@ def make_settings(root: Path, **agent: Any) -> Settings:
 
 
 def replay_pool(settings: Settings, turns: list[str], delay: float = 0.0) -> ModelPool:
-    return ModelPool(settings, factory=lambda: SlowReplay(turns, delay))
-
-
-class SlowReplay(ReplayModel):
-    """Replays turns; each generation takes `delay` seconds and honours cancel like a real backend."""
-
-    def __init__(self, turns: list[str], delay: float) -> None:
-        super().__init__(turns * 50)
-        self.delay = delay
-
-    def complete(self, prompt: Prompt, options: GenerateOptions, cancel: threading.Event | None = None) -> Completion:
-        end = time.monotonic() + self.delay
-        while time.monotonic() < end:
-            if cancel is not None and cancel.is_set():
-                return Completion("", Usage(), "cancelled")
-            time.sleep(0.005)
-        return super().complete(prompt, options, cancel)
+    return ModelPool(settings, factory=lambda: ReplayModel(turns * 50, delay=delay))
 
 
 def text_of(result: CallToolResult) -> str:
@@ -66,7 +51,7 @@ async def test_tools_list_describes_a_read_only_tool_with_flat_parameters(sample
     assert [t.name for t in tools] == ["explore_codebase"]
     tool = tools[0]
     props = tool.input_schema["properties"]
-    assert set(props) == {"path", "question", "max_turns", "deadline_s"}
+    assert set(props) == {"path", "question", "max_turns", "deadline_s", "detail"}
     assert set(tool.input_schema["required"]) == {"path", "question"}
     assert all(p.get("description") for p in props.values())
     assert tool.annotations is not None and tool.annotations.read_only_hint is True
@@ -94,8 +79,8 @@ async def test_call_returns_the_report_as_text_and_the_result_as_structured_cont
     assert not result.is_error, text_of(result)
     assert text_of(result) == f"It is loaded in {cfg}:4."
     sc = result.structured_content
-    assert sc is not None and sc["citations"][0]["verified"] is True
-    assert sc["files_examined"] == [str(cfg)] and sc["stop_reason"] == "answered"
+    assert sc is not None and sc["citations"] == {"verified": ["src/app/config.py:4"]}
+    assert sc["stop_reason"] == "answered" and "trace" not in sc
     messages = [m for _, _, m in progress]
     assert "turn 1/10: Read src/app/config.py" in messages
     assert progress[-1][1] == 11.0
@@ -189,7 +174,7 @@ async def test_tools_list_answers_while_the_model_loads(sample_repo: Path) -> No
 
     def slow_load() -> ChatModel:
         release.wait(30)
-        return SlowReplay(["loaded and answered"], 0)
+        return ReplayModel(["loaded and answered"] * 50)
 
     pool = ModelPool(s, factory=slow_load)
     messages: list[str | None] = []
@@ -226,14 +211,13 @@ async def test_a_missing_model_is_an_error_result_and_the_server_keeps_serving(
     assert listed.tools
 
 
-class CrashingModel(ReplayModel):
-    def complete(self, prompt: Prompt, options: GenerateOptions, cancel: threading.Event | None = None) -> Completion:
-        raise RuntimeError("decode failed: GGML_ASSERT")
+def crash(request: Request) -> str:
+    raise RuntimeError("decode failed: GGML_ASSERT")
 
 
 async def test_a_model_crash_is_an_error_result(sample_repo: Path) -> None:
     s = make_settings(sample_repo)
-    pool = ModelPool(s, factory=lambda: CrashingModel([]))
+    pool = ModelPool(s, factory=lambda: FunctionModel(crash))
     async with Client(build_server(s, pool)) as client:
         with anyio.fail_after(30):
             result = await client.call_tool("explore_codebase", {"path": str(sample_repo), "question": "q"})
@@ -276,7 +260,7 @@ async def test_a_call_says_at_once_when_it_moves_from_loading_to_queued(sample_r
 
     def slow_load() -> ChatModel:
         loaded.wait(10)
-        return SlowReplay(["answer"], delay=1.0)
+        return ReplayModel(["answer"] * 50, delay=1.0)
 
     pool = ModelPool(s, factory=slow_load)
     said: dict[int, list[str]] = {0: [], 1: []}
@@ -305,3 +289,24 @@ async def test_a_call_says_at_once_when_it_moves_from_loading_to_queued(sample_r
     waited = [m for m in said.values() if any(x.startswith("queued behind other calls") for x in m)]
     assert len(waited) == 1, said
     assert waited[0][0] == "loading the model"
+
+
+async def test_progress_keeps_coming_while_the_model_generates(
+    sample_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mcp_loco.turns.HEARTBEAT_S", 0.1)
+    s = make_settings(sample_repo)
+    server = build_server(s, replay_pool(s, ["slow answer"], delay=0.6))
+    messages: list[str] = []
+
+    async def on_progress(p: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    async with Client(server) as client:
+        with anyio.fail_after(30):
+            result = await client.call_tool(
+                "explore_codebase", {"path": str(sample_repo), "question": "q"}, progress_callback=on_progress
+            )
+    assert not result.is_error and text_of(result) == "slow answer"
+    beats = [m for m in messages if m.startswith("turn 1/10: thinking (")]
+    assert len(beats) >= 3, messages  # delivered from the heartbeat thread, not only between turns

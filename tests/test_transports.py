@@ -38,7 +38,8 @@ def check_result(result: CallToolResult, repo: Path) -> dict[str, Any]:
     assert not result.is_error, text
     sc = result.structured_content
     assert sc is not None and sc["report"] == text and text.strip()
-    assert sc["root"] == str(repo.resolve()) and sc["turns"] >= 1 and sc["tool_calls"]
+    assert sc["root"] == str(repo.resolve()) and sc["stop_reason"] and "citations" in sc
+    assert "trace" not in sc  # the brief payload unless detail="full"
     return sc
 
 
@@ -142,9 +143,10 @@ def test_inspector_cli_over_stdio(env: dict[str, str], sample_repo: Path) -> Non
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["tools"][0]["name"] == "explore_codebase"
     call = ["--method", "tools/call", "--tool-name", "explore_codebase"]
-    called = inspector(*env_args, *call, "--tool-arg", f"path={sample_repo}", f"question={QUESTION}", *target)
+    args = ["--tool-arg", f"path={sample_repo}", f"question={QUESTION}", "detail=full"]
+    called = inspector(*env_args, *call, *args, *target)
     assert called.returncode == 0, called.stderr + called.stdout
-    assert json.loads(called.stdout)["structuredContent"]["turns"] >= 1
+    assert json.loads(called.stdout)["structuredContent"]["trace"]["turns"] >= 1
     refused = inspector(*env_args, *call, "--tool-arg", "path=/etc", "question=q", *target)
     assert refused.returncode != 0 and "outside the allowed roots" in refused.stdout + refused.stderr
 

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from mcp_loco.errors import BackendError, Cancelled, ConfigError
-from mcp_loco.interfaces import Completion, GenerateOptions, Prompt, Usage
+from mcp_loco.backends.function import FunctionModel, Request, estimate_tokens
+from mcp_loco.errors import BackendError, ConfigError
 
-
-def estimate_tokens(text: str) -> int:
-    """A rough token count (about 3.5 characters a token for code and English)."""
-    return max(1, int(len(text) / 3.5)) if text else 0
-
-
-def prompt_text(prompt: Prompt) -> str:
-    """The prompt as one string."""
-    return "".join(seg.text for seg in prompt)
+__all__ = ["ReplayModel", "estimate_tokens", "load_turns"]
 
 
 def load_turns(path: str | Path) -> list[str]:
@@ -52,49 +43,19 @@ def load_turns(path: str | Path) -> list[str]:
     return turns
 
 
-class ReplayModel:
+class ReplayModel(FunctionModel):
     """Answers each call with the next recorded turn; records the prompts it was given."""
 
-    def __init__(self, turns: Iterable[str], n_ctx: int = 32768) -> None:
+    def __init__(self, turns: Iterable[str], n_ctx: int = 32768, delay: float = 0.0) -> None:
         self._turns = list(turns)
-        self._next = 0
-        self._lock = threading.Lock()
-        self.n_ctx = n_ctx
-        self.prompts: list[str] = []
-        self.options: list[GenerateOptions] = []
+        super().__init__(self._next_turn, n_ctx=n_ctx, delay=delay)
 
     @classmethod
     def from_file(cls, path: str | Path, n_ctx: int = 32768) -> ReplayModel:
         """Load the turns from a replay file."""
         return cls(load_turns(path), n_ctx=n_ctx)
 
-    @property
-    def remaining(self) -> int:
-        """Turns not yet played."""
-        return len(self._turns) - self._next
-
-    def count_tokens(self, prompt: Prompt) -> int:
-        """Estimated from the length of the text."""
-        return estimate_tokens(prompt_text(prompt))
-
-    def complete(self, prompt: Prompt, options: GenerateOptions, cancel: threading.Event | None = None) -> Completion:
-        """Return the next recorded turn."""
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled before generation")
-        with self._lock:
-            if self._next >= len(self._turns):
-                raise BackendError(f"replay exhausted: all {len(self._turns)} recorded turns were played")
-            text = self._turns[self._next]
-            self._next += 1
-            self.prompts.append(prompt_text(prompt))
-            self.options.append(options)
-        n_prompt = self.count_tokens(prompt)
-        return Completion(
-            text=text,
-            usage=Usage(
-                prompt_tokens=n_prompt, prompt_tokens_evaluated=n_prompt, completion_tokens=estimate_tokens(text)
-            ),
-        )
-
-    def close(self) -> None:
-        """Nothing to free."""
+    def _next_turn(self, request: Request) -> str:
+        if request.index >= len(self._turns):
+            raise BackendError(f"replay exhausted: all {len(self._turns)} recorded turns were played")
+        return self._turns[request.index]

@@ -6,9 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp_loco.agent import TASK_SCHEMA
 from mcp_loco.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from mcp_loco.sandbox.toolbox import SCHEMAS
+from mcp_loco.sandbox.registry import TOOLS
 
 
 def _schema(properties: dict[str, str], required: list[str]) -> dict[str, Any]:
@@ -18,8 +17,7 @@ def _schema(properties: dict[str, str], required: list[str]) -> dict[str, Any]:
 # Claude Code's tools the model was trained on. The explorer only serves the read-only ones, but the
 # model still emits Write/Edit/Task (9 of its 76 eval calls), so their syntax is judged too.
 JUDGE_SCHEMAS: dict[str, dict[str, Any]] = {
-    **SCHEMAS,
-    "Task": TASK_SCHEMA,
+    **{name: spec.schema for name, spec in TOOLS.items() if spec.offered},
     "Write": _schema({"file_path": "string", "content": "string"}, ["file_path", "content"]),
     "Edit": _schema(
         {"file_path": "string", "old_string": "string", "new_string": "string", "replace_all": "boolean"},

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 import mcp_loco
 from mcp_loco import __version__
-from mcp_loco.agent import TASK_SCHEMA, Explorer, fit_results, read_prompt
+from mcp_loco.agent import Explorer
 from mcp_loco.backends.replay import ReplayModel
 from mcp_loco.config import Settings
 from mcp_loco.errors import LocoError
@@ -27,10 +27,10 @@ from mcp_loco.evals.metrics import (
     score_turn,
 )
 from mcp_loco.evals.samples import Question, TurnSample
-from mcp_loco.grammar import tool_call_grammar
-from mcp_loco.interfaces import ChatModel, Completion, GenerateOptions, Segment
-from mcp_loco.protocol import Message, ToolCall, parse_turn, render
+from mcp_loco.interfaces import ChatModel, Completion, GenerateOptions, Message
+from mcp_loco.protocol import ToolCall, parse_turn, render
 from mcp_loco.sandbox import Toolbox
+from mcp_loco.turns import Turns
 
 Say = Callable[[str], None]
 
@@ -132,74 +132,48 @@ class TurnRunner:
 
     def __init__(self, model: ChatModel, settings: Settings, root: Path) -> None:
         self.model = model
-        self.settings = settings
+        self.turns = Turns(model, settings)
         self.tools = Toolbox(root, settings.tools)
         self.root = self.tools.root
-        schemas = self.tools.schemas()
-        if settings.agent.task_depth > 0:
-            schemas = {**schemas, "Task": TASK_SCHEMA}
-        self.grammar = tool_call_grammar(schemas, max_calls=settings.agent.max_calls_per_turn)
-        self._system = read_prompt(settings.agent.system_prompt, "system_prompt.md").replace("{root}", self.root)
-        self._task = read_prompt(settings.agent.task_prompt, "task_prompt.md").replace("{root}", self.root)
+        self.grammar = self.turns.grammar(self.turns.tool_names(self.tools, depth=0))
+
+    def close(self) -> None:
+        """Stop the turn engine's threads."""
+        self.turns.close()
 
     def substitute(self, text: str) -> str:
         """The text with `{root}` replaced by the absolute root."""
         return text.replace("{root}", self.root)
 
-    def _reply_reserve(self) -> int:
-        return min(self.settings.model.max_tokens, self.model.n_ctx // 4)
-
     def conversation(self, sample: TurnSample) -> list[Message]:
         """The messages before the reference turn, with real tool responses."""
         if sample.messages:
             return [Message(m.role, self.substitute(m.content)) for m in sample.messages]
-        task = self._task.replace("{question}", self.substitute(sample.question).strip())
-        messages = [Message("system", self._system), Message("user", task)]
+        messages = self.turns.opening(self.root, self.substitute(sample.question))
         for turn in sample.history:
             text = self.substitute(turn)
             messages.append(Message("assistant", text))
             calls = [c for c in parse_turn(text).calls if isinstance(c, ToolCall)]
-            results = [self.tools.call(c.name, c.arguments).text for c in calls]
-            # Cut results as the agent does, so long histories still fit small context windows.
-            base = self.model.count_tokens(render(messages))
-            budget = self.model.n_ctx - base - self._reply_reserve() - 12 * len(results) - 64
-            fitted = fit_results(results, budget, lambda t: self.model.count_tokens([Segment(t)]))
-            messages.extend(Message("tool", r) for r in fitted)
+            # Results are cut as the explorer cuts them, so long histories still fit small context windows.
+            messages += self.turns.tool_messages(messages, [self.tools.call(c.name, c.arguments).text for c in calls])
         return messages
 
     def generate(self, messages: Sequence[Message], variant: Variant, first_turn: bool) -> tuple[Completion, float]:
         """The model's next turn under `variant`, and the seconds it took."""
         prompt = render(messages)
         n_prompt = self.model.count_tokens(prompt)
-        room = self.model.n_ctx - n_prompt
-        if room < 16:
+        if self.model.n_ctx - n_prompt < 16:
             raise LocoError(f"the conversation takes {n_prompt} tokens; the context window is {self.model.n_ctx}")
-        m = self.settings.model
-        options = GenerateOptions(
-            max_tokens=min(m.max_tokens, room),
-            temperature=m.temperature,
-            top_p=m.top_p,
-            top_k=m.top_k,
-            min_p=m.min_p,
-            seed=m.seed,
-            grammar=self.grammar if variant.grammar else None,
-            force_tool_call=variant.force and first_turn,
-        )
+        grammar = self.grammar if variant.grammar else None
+        options = self.turns.options(n_prompt, grammar=grammar, force=variant.force and first_turn)
         started = time.perf_counter()
         completion = self.model.complete(prompt, options)
         return completion, time.perf_counter() - started
 
 
-def run_turns(
-    model: ChatModel,
-    settings: Settings,
-    root: Path,
-    samples: Sequence[TurnSample],
-    variants: Sequence[Variant],
-    say: Say,
-) -> tuple[list[TurnRecord], dict[str, TurnMetrics]]:
-    """Generate every sample's next turn under every variant and score it against the reference."""
-    runner = TurnRunner(model, settings, root)
+def _sample_all(
+    runner: TurnRunner, samples: Sequence[TurnSample], variants: Sequence[Variant], say: Say
+) -> list[TurnRecord]:
     records: list[TurnRecord] = []
     for i, sample in enumerate(samples):
         try:
@@ -221,6 +195,23 @@ def run_turns(
                 line = f"error: {e}"
             records.append(rec)
             say(f"turn sample {i + 1}/{len(samples)} {sample.id} [{variant.name}]: {line}")
+    return records
+
+
+def run_turns(
+    model: ChatModel,
+    settings: Settings,
+    root: Path,
+    samples: Sequence[TurnSample],
+    variants: Sequence[Variant],
+    say: Say,
+) -> tuple[list[TurnRecord], dict[str, TurnMetrics]]:
+    """Generate every sample's next turn under every variant and score it against the reference."""
+    runner = TurnRunner(model, settings, root)
+    try:
+        records = _sample_all(runner, samples, variants, say)
+    finally:
+        runner.close()
     metrics = {}
     for v in variants:
         mine = [r for r in records if r.variant == v.name]
@@ -253,10 +244,10 @@ def _prime(model: ChatModel, system: str) -> None:
     model.complete(prompt, GenerateOptions(max_tokens=1, temperature=0.0))
 
 
-def _explore_one(explorer: Explorer, root: Path, q: Question, v: Variant, system: str) -> ExploreRecord:
+def _explore_one(explorer: Explorer, root: Path, q: Question, v: Variant, resolved: str) -> ExploreRecord:
     rec = ExploreRecord(id=q.id, variant=v.name, question=q.question)
     try:
-        _prime(explorer.model, system)
+        _prime(explorer.model, explorer.turns.system(resolved))
         result = explorer.explore(root, q.question)
     except LocoError as e:
         rec.error = str(e)
@@ -282,7 +273,6 @@ def run_explore(
 ) -> tuple[list[ExploreRecord], dict[str, ExploreMetrics]]:
     """Explore every question under every variant and score the verified citations."""
     resolved = Toolbox(root, settings.tools).root
-    system = read_prompt(settings.agent.system_prompt, "system_prompt.md").replace("{root}", resolved)
     explorers: dict[str, Explorer] = {}
     for v in variants:
         copy = settings.model_copy(deep=True)
@@ -293,7 +283,7 @@ def run_explore(
         for i, q in enumerate(questions):
             for v in _rotated(variants, i):
                 say(f"question {i + 1}/{len(questions)} {q.id} [{v.name}]: exploring")
-                rec = _explore_one(explorers[v.name], root, q, v, system)
+                rec = _explore_one(explorers[v.name], root, q, v, resolved)
                 records.append(rec)
                 say(f"question {i + 1}/{len(questions)} {q.id} [{v.name}]: {_explore_line(rec)}")
     finally:

@@ -92,8 +92,8 @@ def _survived(path: str, kept: str, dropped: str) -> bool:
     return path not in dropped and name not in dropped  # content commands show no path at all
 
 
-def run_bash(ctx: Context, arguments: Any, deadline_for: Callable[[float], Deadline]) -> ToolResult:
-    """Serve one Bash call."""
+def run_bash(ctx: Context, arguments: Any, deadline: Deadline) -> ToolResult:
+    """Serve one Bash call (the model's `timeout` replaces the default deadline, within bash_max_timeout_s)."""
     args = A.as_object(arguments, EXAMPLE)
     command = A.text(args, ("command", "cmd"), required=True, example=EXAMPLE)
     assert command is not None
@@ -104,7 +104,7 @@ def run_bash(ctx: Context, arguments: Any, deadline_for: Callable[[float], Deadl
     command, line_filter = split_filters(command)
     words = tokenize(command)
     name = _program(words)
-    env = Env(ctx, deadline_for(seconds), Output(settings.max_output_chars))
+    env = Env(ctx, Deadline(seconds, deadline.cancel), Output(settings.max_output_chars))
     try:
         PROGRAMS[name](env, words[1:])
     except ToolError as e:

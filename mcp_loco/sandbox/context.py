@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from mcp_loco.config import ToolSettings
@@ -103,7 +102,7 @@ class Context:
 
     def root_fd(self) -> int:
         """A new descriptor of the root directory (the caller closes it)."""
-        return os.open(self.root.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self.root.dup()
 
     def _secret(self, user_path: str, rel: str) -> PathError:
         shown = user_path if len(user_path) <= 200 else user_path[:200] + "..."

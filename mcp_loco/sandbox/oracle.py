@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mcp_loco.report import PathInfo
+from mcp_loco.interfaces import PathInfo
 from mcp_loco.sandbox.context import Context, SecretPathError
 from mcp_loco.sandbox.limits import Deadline, ToolError
 from mcp_loco.sandbox.paths import MissingPathError, OutsideRootError, PathError

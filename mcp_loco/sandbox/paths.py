@@ -19,11 +19,13 @@ import errno
 import os
 import pwd
 import stat
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from mcp_loco.errors import RootError
+from mcp_loco.interfaces import is_within
 from mcp_loco.sandbox.limits import ToolError
 
 MAX_PATH_CHARS = 4096
@@ -79,10 +81,6 @@ def _absolute(path: str) -> str:
     return os.path.normpath(Path(path).expanduser().absolute())
 
 
-def _within(path: str, base: str) -> bool:
-    return path == base or path.startswith(base.rstrip("/") + "/")
-
-
 def resolve_root(root: str | os.PathLike[str]) -> str:
     """The explored root, absolute and resolved; RootError for a missing path, a file, or a root too wide."""
     raw = os.fspath(root)
@@ -98,10 +96,10 @@ def resolve_root(root: str | os.PathLike[str]) -> str:
     if resolved == "/":
         raise RootError("root '/' is too wide: give the project directory to explore")
     for forbidden in _FORBIDDEN_ROOTS:
-        if _within(resolved, forbidden):
+        if is_within(resolved, forbidden):
             raise RootError(f"root {resolved} is under {forbidden}, which is not a project directory")
     for home in _home_dirs():
-        if _within(home, resolved):
+        if is_within(home, resolved):
             raise RootError(
                 f"root {resolved} is (or contains) the home directory {home}, which holds credentials: "
                 "give the project directory to explore"
@@ -150,15 +148,46 @@ class Handle:
         self.close()
 
 
+def open_directory(path: str) -> int:
+    """A descriptor of a resolved directory, opened from `/` one component at a time without following links.
+
+    A link swapped into the path after it was resolved makes this fail instead of leading elsewhere.
+    """
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        for name in _parts(path):
+            next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    except OSError as e:
+        os.close(fd)
+        raise RootError(f"root {path} changed while it was being opened ({e.strerror}); try again") from None
+    return fd
+
+
 class Root:
-    """The explored directory, and the only way tools open anything."""
+    """The explored directory, and the only way tools open anything.
+
+    The directory is opened once, here, and every later open starts from that descriptor: a link swapped
+    into the root's own path afterwards (while a call waits in a queue, say) cannot redirect the tools.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.path = resolve_root(root)
+        self.fd = open_directory(self.path)
+        self._close = weakref.finalize(self, os.close, self.fd)
         self.parts = tuple(_parts(self.path))
         given = _absolute(os.fspath(root))
         spellings = {self.parts, tuple(_parts(given))}
         self._spellings = sorted(spellings, key=len, reverse=True)
+
+    def close(self) -> None:
+        """Close the root's descriptor (also done when the Root is collected)."""
+        self._close()
+
+    def dup(self) -> int:
+        """A new descriptor of the root directory (the caller closes it)."""
+        return os.dup(self.fd)
 
     def abs(self, rel: str) -> str:
         """The absolute path of `rel` (relative to the root)."""
@@ -210,7 +239,7 @@ class Root:
     def open_components(self, comps: list[str], shown: str) -> Handle:
         """Open components relative to the root, never following a link the kernel would resolve."""
         shown = shown if len(shown) <= 200 else shown[:200] + "..."
-        root_fd = os.open(self.path, _DIR_FLAGS)
+        root_fd = self.dup()
         stack: list[tuple[str, int]] = []
         todo: deque[tuple[str, str | None]] = deque((c, None) for c in comps if c not in ("", "."))
         hops = 0

@@ -10,82 +10,95 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from mcp_loco.config import ToolSettings
+from mcp_loco.errors import RootError
 from mcp_loco.interfaces import ToolResult
-from mcp_loco.sandbox import arguments as A
-from mcp_loco.sandbox.bash import run_bash
 from mcp_loco.sandbox.context import Context
 from mcp_loco.sandbox.denylist import DenyList
-from mcp_loco.sandbox.glob import run_glob
-from mcp_loco.sandbox.grep import MODES, parse_grep, run_grep
 from mcp_loco.sandbox.landlock import confined_spawner
 from mcp_loco.sandbox.limits import Deadline, ToolError, clean, cut
 from mcp_loco.sandbox.paths import Root
-from mcp_loco.sandbox.read import run_read
+from mcp_loco.sandbox.registry import TOOLS, ToolSpec, schemas
 from mcp_loco.sandbox.ripgrep import find_rg
 
 log = structlog.get_logger(__name__)
 
 WRITE_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit", "TodoWrite")
-# Names of Claude Code's older tools: View was Read, LS listed a directory.
-ALIASES = {"view": "Read", "ls": "LS"}
+# Claude Code's older name for Read.
+ALIASES = {"view": "Read"}
 
 
-def _schema(properties: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+class ScopedDenyList(DenyList):
+    """The deny-list of an explored directory, judged from the allowed root above it as well as from itself.
 
+    Exploring `<repo>/.aws` or `<repo>/.git` must not turn `credentials` or `config` into harmless names:
+    each path is also matched as `<scope>/<path>`, where the scope is the explored directory's path below
+    the allowed root (or its own name when there is none).
+    """
 
-_STRING = {"type": "string"}
-_INTEGER = {"type": "integer"}
-_BOOLEAN = {"type": "boolean"}
-SCHEMAS: dict[str, dict[str, Any]] = {
-    "Read": _schema({"file_path": _STRING, "offset": _INTEGER, "limit": _INTEGER}, ["file_path"]),
-    "Grep": _schema(
-        {
-            "pattern": _STRING,
-            "path": _STRING,
-            "glob": _STRING,
-            "type": _STRING,
-            "output_mode": {"type": "string", "enum": list(MODES)},
-            "-i": _BOOLEAN,
-            "-n": _BOOLEAN,
-            "-A": _INTEGER,
-            "-B": _INTEGER,
-            "-C": _INTEGER,
-            "head_limit": _INTEGER,
-            "offset": _INTEGER,
-            "multiline": _BOOLEAN,
-        },
-        ["pattern"],
-    ),
-    "Glob": _schema({"pattern": _STRING, "path": _STRING}, ["pattern"]),
-    "Bash": _schema({"command": _STRING, "description": _STRING, "timeout": _INTEGER}, ["command"]),
-}
+    def __init__(self, deny: Sequence[str], allow: Sequence[str], scope: str) -> None:
+        super().__init__(deny, allow)
+        self.scope = scope.strip("/")
+
+    def denied(self, rel: str) -> bool:
+        """True when `rel` is denied from the explored directory or from the allowed root."""
+        if super().denied(rel):
+            return True
+        return bool(self.scope) and super().denied(f"{self.scope}/{rel}" if rel else self.scope)
+
+    def reason(self, rel: str) -> str:
+        """The first deny pattern matching `rel` from either place."""
+        for pattern in self.deny:
+            single = DenyList([pattern])
+            if single.denied(rel) or (self.scope and single.denied(f"{self.scope}/{rel}".rstrip("/"))):
+                return pattern
+        return "the deny-list"
 
 
 class Toolbox:
-    """Read, Grep, Glob and Bash confined to one root; thread-safe, and `call` never raises."""
+    """Read, Grep, Glob and Bash confined to one root; thread-safe, and `call` never raises.
 
-    def __init__(self, root: str | os.PathLike[str], settings: ToolSettings | None = None) -> None:
+    `base` is the allowed root the explored directory lies in (the server's `--root`): deny patterns are
+    judged from there too. A directory that is itself denied cannot be explored (RootError).
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str] | Root, settings: ToolSettings | None = None, *, base: str | None = None
+    ) -> None:
         settings = settings or ToolSettings()
         try:
             rg_path, rg_missing = find_rg(settings.rg_path), ""
         except ToolError as e:
             rg_path, rg_missing = "", str(e)
-        resolved = Root(root)
+        resolved = root if isinstance(root, Root) else Root(root)
+        scope = os.path.relpath(resolved.path, base) if base else Path(resolved.path).name
+        deny = ScopedDenyList(settings.deny, settings.allow, "" if scope == "." else scope)
+        if deny.denied(""):
+            resolved.close()
+            raise RootError(
+                f"{resolved.path} is a secret directory (it matches the deny-list pattern '{deny.reason('')}'); "
+                "no tool shows its content: explore the project around it instead"
+            )
         spawn = confined_spawner(resolved.path, rg_path) if settings.landlock and rg_path else None
-        self._ctx = Context(resolved, DenyList(settings.deny, settings.allow), settings, rg_path, rg_missing, spawn)
+        self._ctx = Context(resolved, deny, settings, rg_path, rg_missing, spawn)
         self._names: tuple[str, ...] = ("Read", "Grep", "Glob", "Bash") if settings.bash else ("Read", "Grep", "Glob")
+        # Served under their own names: the offered tools, and LS (an old alias of `ls -la`) when Bash is on.
+        self._served = {n.lower(): n for n in (*self._names, *(("LS",) if settings.bash else ()))}
 
     @property
     def root(self) -> str:
         """The explored root, absolute and resolved."""
         return self._ctx.root.path
+
+    def close(self) -> None:
+        """Close the root's descriptor."""
+        self._ctx.root.close()
 
     @property
     def context(self) -> Context:
@@ -99,12 +112,14 @@ class Toolbox:
 
     def schemas(self) -> dict[str, dict[str, Any]]:
         """JSON schema of each offered tool's arguments (simple enough for a GBNF grammar)."""
-        return {name: SCHEMAS[name] for name in self._names}
+        return schemas(self._names)
 
     def call(self, name: str, arguments: Any, cancel: threading.Event | None = None) -> ToolResult:
         """Run one tool call; every failure comes back as a ToolResult with ok=False and a clear message."""
         try:
-            result = self._dispatch(name, arguments, cancel)
+            spec = self._spec(name)
+            assert spec.handler is not None
+            result = spec.handler(self._ctx, arguments, Deadline(spec.deadline(self._ctx.settings), cancel))
         except ToolError as e:
             result = ToolResult(str(e), ok=False)
         except RecursionError:
@@ -117,28 +132,12 @@ class Toolbox:
         text = cut(clean(result.text), self._ctx.settings.max_output_chars, "narrow the request")
         return ToolResult(text, result.ok, result.paths, result.lines)
 
-    def _dispatch(self, name: str, arguments: Any, cancel: threading.Event | None) -> ToolResult:
-        if not isinstance(name, str):
-            raise ToolError(f"the tool name must be a string; available tools: {', '.join(self._names)}")
-        canonical = self._canonical(name)
-        ctx = self._ctx
-        settings = ctx.settings
-
-        def deadline_for(seconds: float) -> Deadline:
-            return Deadline(seconds, cancel)
-
-        handlers: dict[str, Callable[[], ToolResult]] = {
-            "Read": lambda: run_read(ctx, arguments, deadline_for(settings.read_timeout_s)),
-            "Grep": lambda: run_grep(ctx, parse_grep(arguments), deadline_for(settings.grep_timeout_s)),
-            "Glob": lambda: run_glob(ctx, arguments, deadline_for(settings.grep_timeout_s)),
-            "Bash": lambda: run_bash(ctx, arguments, deadline_for),
-            "LS": lambda: self._ls(arguments, deadline_for),
-        }
-        return handlers[canonical]()
-
-    def _canonical(self, name: str) -> str:
-        shown = name if len(name) <= 100 else name[:100] + "..."
+    def _spec(self, name: Any) -> ToolSpec:
+        """The registry record a model-given name means, or a ToolError saying what is available."""
         available = ", ".join(self._names)
+        if not isinstance(name, str):
+            raise ToolError(f"the tool name must be a string; available tools: {available}")
+        shown = name if len(name) <= 100 else name[:100] + "..."
         key = name.strip().lower()
         if key in {w.lower() for w in WRITE_TOOLS}:
             raise ToolError(
@@ -148,25 +147,11 @@ class Toolbox:
             raise ToolError(
                 "Task is handled by the explorer's agent loop, not by the tools; ask the sub-question as a Task call in your reply"
             )
-        by_lower = {n.lower(): n for n in self._names}
-        canonical = by_lower.get(key) or ALIASES.get(key)
-        if canonical == "LS" and "Bash" not in self._names:
-            canonical = None
-        if canonical is None or (canonical not in self._names and canonical != "LS"):
+        canonical = self._served.get(key) or ALIASES.get(key)
+        if canonical is None:
             if key == "bash":
                 raise ToolError(
                     f"Bash is turned off in this explorer; use Read/Grep/Glob (available tools: {available})"
                 )
             raise ToolError(f"unknown tool {shown!r}; available tools: {available} (this is a read-only explorer)")
-        return canonical
-
-    def _ls(self, arguments: Any, deadline_for: Callable[[float], Deadline]) -> ToolResult:
-        """Claude Code's old LS tool ({"path": ...}), served as `ls -la PATH`."""
-        args = A.as_object(arguments, '{"path": "/abs/dir"}')
-        path = A.text(args, ("path", "directory"), required=True, example='{"path": "/abs/dir"}')
-        assert path is not None
-        return run_bash(self._ctx, {"command": "ls -la -- " + _quote(path)}, deadline_for)
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
+        return TOOLS[canonical]

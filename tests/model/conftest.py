@@ -17,13 +17,12 @@ import pytest
 import structlog
 import structlog.testing
 
-from mcp_loco.agent import TASK_SCHEMA
 from mcp_loco.config import LlamaSettings
 from mcp_loco.protocol import Message, format_call
-from mcp_loco.sandbox.toolbox import SCHEMAS
+from mcp_loco.sandbox.registry import schemas
 
 # The argument schemas the tool layer offers (Claude Code's names), for grammar tests.
-TOOL_SCHEMAS: dict[str, dict[str, Any]] = {**SCHEMAS, "Task": TASK_SCHEMA}
+TOOL_SCHEMAS: dict[str, dict[str, Any]] = schemas(("Read", "Grep", "Glob", "Bash", "Task"))
 
 FEW_SHOT_SYSTEM = 'You are an agent. To call a tool, write <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>'
 

@@ -85,8 +85,7 @@ def test_a_well_formed_call_is_read_with_its_free_text() -> None:
             "Read", {"file_path": "/r/a.py", "limit": 5}, format_call("Read", {"file_path": "/r/a.py", "limit": 5})
         ),
     )
-    assert not turn.is_final
-    assert parse_turn("The answer is 42.").is_final
+    assert parse_turn("The answer is 42.").calls == ()
 
 
 def test_parallel_calls_come_back_in_order() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import write_tree  # the suite's one tree writer (tests/conftest.py)
 
 from mcp_loco.config import ToolSettings
 from mcp_loco.interfaces import ToolResult
@@ -42,18 +42,6 @@ ROOT_FILES: dict[str, str | bytes] = {
     "crlf.txt": "one\r\ntwo\r\n",
     "%2e%2e/literal.txt": "percent dir is just a name\n",
 }
-
-
-def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
-    """Create files (parents included) under root; return root."""
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-    return root
 
 
 @dataclass

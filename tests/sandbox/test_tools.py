@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from mcp_loco.config import ToolSettings
-from mcp_loco.sandbox import Toolbox, find_rg, path_oracle
+from mcp_loco.sandbox import TOOLS, Toolbox, find_rg, path_oracle
 from mcp_loco.sandbox import read as read_module
 
 from .conftest import Hostile, assert_refused, write_tree
@@ -307,7 +308,7 @@ def test_call_never_raises(hostile: Hostile, monkeypatch: pytest.MonkeyPatch) ->
     def boom(*args: object) -> None:
         raise RuntimeError("internal detail /etc/shadow")
 
-    monkeypatch.setattr("mcp_loco.sandbox.toolbox.run_read", boom)
+    monkeypatch.setitem(TOOLS, "Read", dataclasses.replace(TOOLS["Read"], handler=boom))
     result = hostile.call("Read", {"file_path": "notes.txt"})
     assert_refused(result, "Read failed unexpectedly (RuntimeError)")
     assert "/etc/shadow" not in result.text
@@ -317,7 +318,7 @@ def test_missing_ripgrep_is_a_clear_error(hostile: Hostile) -> None:
     tb = Toolbox(hostile.root, ToolSettings(rg_path="/nonexistent/rg"))
     assert_refused(tb.call("Grep", {"pattern": "x"}), "ripgrep not found at tools.rg_path")
     assert tb.call("Read", {"file_path": "notes.txt"}).ok
-    assert Path(find_rg()).name == "rg"
+    assert Path(find_rg("")).name == "rg"
 
 
 def test_undecodable_and_control_character_names(tmp_path: Path) -> None:
