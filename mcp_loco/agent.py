@@ -27,6 +27,7 @@ from mcp_loco.interfaces import (
     Usage,
 )
 from mcp_loco.protocol import MalformedCall, Message, ToolCall, parse_turn, render
+from mcp_loco.quotes import check_quotes
 from mcp_loco.report import ExploreResult, PathOracle, StopReason, ToolCallRecord, cap_report, check_report
 from mcp_loco.sandbox import Toolbox, path_oracle
 from mcp_loco.transcript import Transcript
@@ -531,7 +532,9 @@ class Explorer:
         raise LocoError("the fallback model used all its turns without a report")
 
     def _result(self, run: _Run, report: str, reason: StopReason | None, escalated: bool) -> ExploreResult:
-        marked, citations = check_report(report, run.root, run.oracle, run.seen)
+        # Quotes first: a corrected line range is then checked (and counted) as the citation it now is.
+        quoted, quotes = check_quotes(report, run.root, run.seen, run.oracle.text)
+        marked, citations = check_report(quoted, run.root, run.oracle, run.seen)
         capped = cap_report(
             marked,
             self.settings.agent.report_max_tokens,
@@ -540,6 +543,7 @@ class Explorer:
         result = ExploreResult(
             report=capped,
             citations=citations,
+            quotes=quotes,
             files_examined=list(run.seen),
             tool_calls=run.calls,
             turns=run.turns,
