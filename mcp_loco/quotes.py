@@ -267,7 +267,7 @@ def _find(
         for first, last in _occurrences(f, v.segments[0], 0):
             end = _rest(f, v.segments[1:], last + 1)
             if end is None:
-                continue
+                break  # the rest fits nowhere after this match, so nowhere after a later one either
             span = (first + 1, end + 1)
             if want is None or _agrees(span, want):
                 return span, want

@@ -18,6 +18,7 @@ from mcp_loco.protocol import format_call
 from mcp_loco.quotes import check_quotes
 from mcp_loco.report import ExploreResult
 from mcp_loco.sandbox import Oracle, Toolbox, path_oracle
+from mcp_loco.sandbox import oracle as oracle_module
 
 CANARY = "CANARY-OUTSIDE-q13"
 SECRET = "sk-live-SECRET-q13"
@@ -166,7 +167,7 @@ def test_quotes_under_denied_or_outside_paths_never_read_or_echo_them(hostile_re
     assert SECRET not in everything and CANARY not in everything
 
 
-def test_the_text_accessor_refuses_what_no_tool_may_show(hostile_repo: Path) -> None:
+def test_the_text_accessor_refuses_what_no_tool_may_show(hostile_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tools = Toolbox(hostile_repo)
     oracle = path_oracle(tools)
     (hostile_repo / "bin.dat").write_bytes(b"\x00\x01binary")
@@ -175,6 +176,9 @@ def test_the_text_accessor_refuses_what_no_tool_may_show(hostile_repo: Path) -> 
     for rel in (".env", "src/file_link", "../outside/secret.txt", "bin.dat", "hard.txt", "src", "missing.py"):
         assert oracle.text(f"{root}/{rel}") is None, rel
     assert oracle.text(f"{root}/src/a.py") == "x = 1\ny = 2\n"
+    monkeypatch.setattr(oracle_module, "TEXT_MAX_BYTES", 8)
+    assert oracle.text(f"{root}/src/a.py") is None  # too big to be worth reading whole
+    monkeypatch.undo()
     # Even when a caller wrongly lists them as shown, the sandbox refuses them and nothing is echoed.
     shown = [f"{root}/.env", f"{root}/src/file_link", f"{root}/hard.txt"]
     report = "\n\n".join(f"In {p}:\n{fence('KEY=guess')}" for p in shown)
