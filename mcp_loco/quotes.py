@@ -12,8 +12,6 @@ outside path is never read, so a quote can never draw its content into the repor
 from __future__ import annotations
 
 import bisect
-import functools
-import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -67,31 +65,39 @@ class _Block:
     """Numbers stripped (claiming their lines), then as written."""
 
 
+_Pos = tuple[int, int]
+"""A line of a file: its number (0-based) and where it starts in the text."""
+
+
 @dataclass
 class _File:
-    """A shown file; split into lines once a match needs them, and normalised only where a match looks."""
+    """A shown file's text: never split; a line is normalised only when a match looks at it."""
 
     text: str
     norms: dict[int, str] = field(default_factory=dict)
-    starts: list[int] = field(default_factory=list)
-    """Offset of each line in `text` (filled on first need)."""
 
-    @functools.cached_property
-    def lines(self) -> list[str]:
-        """The raw lines."""
-        return self.text.split("\n")
+    def norm(self, start: int) -> str:
+        """The line starting at `start`, normalised."""
+        if start not in self.norms:
+            end = self.text.find("\n", start)
+            self.norms[start] = normalise(self.text[start : end if end != -1 else len(self.text)])
+        return self.norms[start]
 
-    def norm(self, i: int) -> str:
-        """Line `i` (0-based), normalised."""
-        if i not in self.norms:
-            self.norms[i] = normalise(self.lines[i])
-        return self.norms[i]
-
-    def offset(self, i: int) -> int:
-        """Where line `i` starts in the text."""
-        if not self.starts:
-            self.starts = [0, *itertools.accumulate(len(line) + 1 for line in self.lines)]
-        return self.starts[i]
+    def step(self, at: _Pos, step: int) -> _Pos | None:
+        """The next non-blank line after `at` in the direction of `step` (1 or -1), or None."""
+        number, start = at
+        while True:
+            if step > 0:
+                start = self.text.find("\n", start) + 1
+                if start == 0:
+                    return None
+            elif start == 0:
+                return None
+            else:
+                start = self.text.rfind("\n", 0, start - 1) + 1
+            number += step
+            if self.norm(start):
+                return number, start
 
 
 def normalise(line: str) -> str:
@@ -126,7 +132,7 @@ def _attribute(report: str, root: str, blocks: list[_Block]) -> None:
     prev_end = 0
     for b in blocks:
         first = b.lines[0] if b.lines else ""
-        own = find_citations(first, root)
+        own = find_citations(first, root) if "/" in first else []
         if len(own) == 1 and _COMMENT_ONLY.match(first[: own[0].start] + first[own[0].end :]):
             b.cite = replace(own[0], start=b.body_start + own[0].start, end=b.body_start + own[0].end)
             b.lines = b.lines[1:]
@@ -142,8 +148,8 @@ def _attribute(report: str, root: str, blocks: list[_Block]) -> None:
 
 def _parse(b: _Block) -> None:
     """Note the block's copied line numbers, and split it into segments, with the numbers stripped and without."""
-    lines = [ln for ln in b.lines if normalise(ln)]
-    numbered = [_NUMBERED.match(ln) for ln in lines if not _ELISION.match(normalise(ln))]
+    lines = [(raw, text) for raw in b.lines if (text := normalise(raw))]
+    numbered = [_NUMBERED.match(raw) for raw, text in lines if not _ELISION.match(text)]
     numbers = [int(m.group("n")) for m in numbered if m]
     if numbers and len(numbers) == len(numbered) and numbers == sorted(set(numbers)):
         b.numbered = (numbers[0], numbers[-1])
@@ -159,11 +165,10 @@ def _parse(b: _Block) -> None:
             b.variants.append(_Variant(segments, b.numbered if strip else None, max(tokens, key=len, default="")))
 
 
-def _segments(lines: list[str], strip: bool) -> list[list[_Line]]:
+def _segments(lines: list[tuple[str, str]], strip: bool) -> list[list[_Line]]:
     segments: list[list[_Line]] = [[]]
     last = None
-    for raw in lines:
-        text = normalise(raw)
+    for raw, text in lines:
         if _ELISION.match(text):
             segments.append([])
             continue
@@ -173,7 +178,7 @@ def _segments(lines: list[str], strip: bool) -> list[list[_Line]]:
                 segments.append([])  # numbers that jump: lines were left out
             last = n
             text = normalise(raw[m.end() :])
-        cut = _LINE_CUT.search(text)
+        cut = _LINE_CUT.search(text) if "[line cut:" in text else None
         if cut:
             text = text[: cut.start()].rstrip()
         if text:
@@ -193,59 +198,50 @@ def _fits(line: _Line, have: str) -> bool:
     return line.text in have if line.loose else line.text == have
 
 
-def _step(f: _File, i: int, step: int) -> int | None:
-    """The next non-blank line after `i` in the direction of `step`, or None."""
-    i += step
-    while 0 <= i < len(f.lines):
-        if f.norm(i):
-            return i
-        i += step
-    return None
-
-
-def _around(f: _File, seg: list[_Line], k: int, at: int) -> tuple[int, int] | None:
-    """The first and last file lines of the segment placed with its line `k` at file line `at`, or None."""
+def _around(f: _File, seg: list[_Line], k: int, at: _Pos) -> tuple[_Pos, _Pos] | None:
+    """The first and last file lines of the segment placed with its line `k` at line `at`, or None."""
     first = last = at
     for line in reversed(seg[:k]):
-        prev = _step(f, first, -1)
-        if prev is None or not _fits(line, f.norm(prev)):
+        prev = f.step(first, -1)
+        if prev is None or not _fits(line, f.norm(prev[1])):
             return None
         first = prev
     for line in seg[k + 1 :]:
-        nxt = _step(f, last, 1)
-        if nxt is None or not _fits(line, f.norm(nxt)):
+        nxt = f.step(last, 1)
+        if nxt is None or not _fits(line, f.norm(nxt[1])):
             return None
         last = nxt
     return first, last
 
 
-def _occurrences(f: _File, seg: list[_Line], after: int) -> Iterator[tuple[int, int]]:
-    """The segment's matches starting at or after file line `after` (0-based), in order."""
+def _occurrences(f: _File, seg: list[_Line], after: _Pos) -> Iterator[tuple[_Pos, _Pos]]:
+    """The segment's matches starting at or after line `after`, in order."""
     # Anchor on the longest token of the longest whole line: str.find scans the raw text at C speed and
     # finds few places, so only the lines around them are ever normalised.
     k = max(range(len(seg)), key=lambda j: (not seg[j].loose, len(seg[j].text)))
     token = max(seg[k].text.split(" "), key=len)
-    pos = last = f.offset(after) if after else 0
-    line = after
+    number, pos = after
+    last = pos
     for _ in range(_MAX_CANDIDATES):
         hit = f.text.find(token, pos)
         if hit == -1:
             return
-        line += f.text.count("\n", last, hit)
+        number += f.text.count("\n", last, hit)
         last = hit
-        span = _around(f, seg, k, line) if _fits(seg[k], f.norm(line)) else None
-        if span is not None and span[0] >= after:
+        at = (number, f.text.rfind("\n", 0, hit) + 1)
+        span = _around(f, seg, k, at) if _fits(seg[k], f.norm(at[1])) else None
+        if span is not None and span[0][0] >= after[0]:
             yield span
         pos = f.text.find("\n", hit) + 1  # on to the next line
         if pos == 0:
             return
 
 
-def _rest(f: _File, segments: list[list[_Line]], after: int) -> int | None:
-    """The last file line of the earliest match of the segments in order from `after`, or None."""
-    last = after - 1
+def _rest(f: _File, segments: list[list[_Line]], last: _Pos) -> _Pos | None:
+    """The last line of the earliest match of the segments in order after line `last`, or None."""
     for seg in segments:  # greedy: the earliest match of each leaves the most room for the rest
-        span = next(_occurrences(f, seg, last + 1), None)
+        end = f.text.find("\n", last[1])
+        span = next(_occurrences(f, seg, (last[0] + 1, end + 1)), None) if end != -1 else None
         if span is None:
             return None
         last = span[1]
@@ -264,11 +260,11 @@ def _find(
             continue
         want = cited or v.claimed
         best: tuple[int, int] | None = None
-        for first, last in _occurrences(f, v.segments[0], 0):
-            end = _rest(f, v.segments[1:], last + 1)
+        for first, last in _occurrences(f, v.segments[0], (0, 0)):
+            end = _rest(f, v.segments[1:], last)
             if end is None:
                 break  # the rest fits nowhere after this match, so nowhere after a later one either
-            span = (first + 1, end + 1)
+            span = (first[0] + 1, end[0] + 1)
             if want is None or _agrees(span, want):
                 return span, want
             if best is None or abs(span[0] - want[0]) < abs(best[0] - want[0]):

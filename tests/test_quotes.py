@@ -260,6 +260,12 @@ def test_tolerances_verify_at_the_real_lines(name: str, body: str, found: tuple[
         ("a single cut line", "def loa"),
         ("changed token", "def load(path):\n    '''Read the file.'''"),
         ("elision inside a line", "def load(path, ...):\n    with open(path) as f:"),
+        (
+            "one line shown on both sides of an elision",
+            "def load(path):\n    ...\n    with open(path) as f:\n        data = f.read()\n    ...\n"
+            "        data = f.read()\n    return parse(data, strict=True, encoding='utf-8', errors='replace')\n"
+            "def parse(data, **options):",
+        ),
     ],
 )
 def test_what_the_tolerances_do_not_excuse(name: str, body: str) -> None:
