@@ -4,9 +4,11 @@ Attribution: a path comment on the block's first line, else the nearest citation
 the same or the previous paragraph, with no other block between); a block with neither is looked for
 in every file the tools showed. Matching compares whitespace-normalised non-blank lines and tolerates
 elisions (`...`, `# ...`, `// ...`), the line-number prefixes of Read and Grep output (a jump in the
-numbers is an elision too) and a cut first or last line. Files are read through the caller's `read`
-(the sandbox's confined open), at most once each, and only when a tool showed them: a denied or
-outside path is never read, so a quote can never draw its content into the report.
+numbers is an elision too) and a cut first or last line. A block is looked for where its longest
+token is (str.find over the raw text), so a file is never split or normalised whole: the check costs
+little more than reading the files. Files are read through the caller's `read` (the sandbox's
+confined open), at most once each, and only when a tool showed them: a denied or outside path is
+never read, so a quote can never draw its content into the report.
 """
 
 from __future__ import annotations
