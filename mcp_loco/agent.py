@@ -27,6 +27,7 @@ from mcp_loco.interfaces import (
     ToolResult,
 )
 from mcp_loco.protocol import MalformedCall, ToolCall, parse_turn, render
+from mcp_loco.quotes import check_quotes
 from mcp_loco.report import ExploreResult, StopReason, cap_report, check_report
 from mcp_loco.sandbox import Toolbox, path_oracle
 from mcp_loco.transcript import Transcript
@@ -247,10 +248,13 @@ class Explorer:
         raise LocoError("the fallback model used all its turns without a report")
 
     def _result(self, run: Run, report: str, reason: StopReason, escalated: bool) -> ExploreResult:
-        marked, citations = check_report(report, run.root, run.oracle, run.seen)
+        # Quotes first: a corrected line range is then checked (and counted) as the citation it now is.
+        quoted, quotes = check_quotes(report, run.root, run.seen, run.oracle.text)
+        marked, citations = check_report(quoted, run.root, run.oracle, run.seen)
         result = ExploreResult(
             report=cap_report(marked, self.settings.agent.report_max_tokens, self.turns.count),
             citations=citations,
+            quotes=quotes,
             files_examined=list(run.seen),
             tool_calls=run.calls,
             turns=run.turns,

@@ -68,6 +68,10 @@ class PathOracle(Protocol):
         """Classify an absolute path under the root (never follows links out of it, never raises)."""
         ...
 
+    def text(self, path: str) -> str | None:
+        """A file's text as the tools would show it, or None when they would not (never raises)."""
+        ...
+
 
 def is_within(path: str, base: str) -> bool:
     """True when `path` is `base` or lies below it (both absolute and normalised)."""

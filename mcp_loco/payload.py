@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from mcp_loco.interfaces import Usage
-from mcp_loco.report import Citation, ExploreResult, StopReason, ToolCallRecord
+from mcp_loco.report import Citation, ExploreResult, Quote, StopReason, ToolCallRecord
 
 Detail = Literal["brief", "full"]
 BOUND_RATIO = 1.3
@@ -34,10 +34,18 @@ class Citations(BaseModel):
     more: int = Field(0, description="Verified citations left out to keep this payload small")
 
 
+class Quotes(BaseModel):
+    """The report's code blocks checked against the files they quote, relative to `root`."""
+
+    verified: list[str] = Field(default_factory=list, description="`path:start-end` where the code really is")
+    unverified: list[Unverified] = Field(default_factory=list)
+
+
 class Trace(BaseModel):
     """How the exploration went (only with detail="full")."""
 
     citations: list[Citation]
+    quotes: list[Quote]
     files_examined: list[str]
     tool_calls: list[ToolCallRecord]
     turns: int
@@ -54,6 +62,7 @@ class Answer(BaseModel):
     stop_reason: StopReason = Field(description="answered, or the budget that ran out: turns, context, deadline")
     root: str = Field(description="The explored directory; citations are relative to it")
     citations: Citations
+    quotes: Quotes = Field(default_factory=Quotes)
     trace: Trace | None = Field(None, description='Tool calls, usage, timings, files examined (detail="full")')
 
 
@@ -75,12 +84,30 @@ def _relative(c: Citation, root: str) -> str:
     return f"{path}:{c.line_start}{end}"
 
 
+def _quotes(result: ExploreResult) -> Quotes:
+    out = Quotes()
+    for q in result.quotes:
+        path = q.path[len(result.root) + 1 :] if q.path.startswith(result.root.rstrip("/") + "/") else q.path
+        if q.verified and q.found_at:
+            out.verified.append(f"{path}:{q.found_at[0]}-{q.found_at[1]}")
+        elif not q.verified:
+            lines = f":{q.line_start}-{q.line_end or q.line_start}" if q.line_start else ""
+            out.unverified.append(Unverified(cite=path + lines, reason=q.reason))
+    return out
+
+
 def answer(result: ExploreResult, detail: Detail = "brief") -> dict[str, Any]:
     """The structured content for a result: brief by default, with the trace when asked for."""
     verified = list(dict.fromkeys(_relative(c, result.root) for c in result.citations if c.verified))
     unverified = list({(_relative(c, result.root), c.reason): None for c in result.citations if not c.verified})
     citations = Citations(verified=verified, unverified=[Unverified(cite=p, reason=r) for p, r in unverified])
-    out = Answer(report=result.report, stop_reason=result.stop_reason, root=result.root, citations=citations)
+    out = Answer(
+        report=result.report,
+        stop_reason=result.stop_reason,
+        root=result.root,
+        citations=citations,
+        quotes=_quotes(result),
+    )
     if detail == "full":
         out.trace = Trace(**result.model_dump(include=set(Trace.model_fields)))
         return out.model_dump(mode="json", exclude_defaults=True)

@@ -57,6 +57,26 @@ class Citation(BaseModel):
     """Why it is not verified (empty when verified)."""
 
 
+class Quote(BaseModel):
+    """A code block the report shows, and whether it is the code in the file (mcp_loco/quotes.py checks it)."""
+
+    path: str
+    """The file it is attributed to (or, for a block the report did not attribute, the file it was found in)."""
+    line_start: int | None = None
+    line_end: int | None = None
+    """The lines the report cited for it (None when the citation has no lines, or there is none)."""
+    verified: bool
+    found_at: tuple[int, int] | None = None
+    """The lines where the block really is (None when it was not found)."""
+    reason: str = ""
+    """Why it is not verified, or where it moved from (empty when found at the cited lines)."""
+
+    @property
+    def moved(self) -> bool:
+        """Found in the file, but not at the lines the report cited (the report's text was corrected)."""
+        return self.verified and bool(self.reason)
+
+
 class ToolCallRecord(BaseModel):
     """One tool call the model made."""
 
@@ -73,6 +93,7 @@ class ExploreResult(BaseModel):
 
     report: str = Field(description="Markdown answer with absolute paths and snippets; unverified citations marked")
     citations: list[Citation] = Field(default_factory=list)
+    quotes: list[Quote] = Field(default_factory=list, description="Code blocks checked against the files they quote")
     files_examined: list[str] = Field(default_factory=list, description="Paths the tools actually returned")
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     turns: int = 0
@@ -89,7 +110,9 @@ class ExploreResult(BaseModel):
 
 
 @dataclass(frozen=True)
-class _Found:
+class Found:
+    """A path found in the report: where, as written, and with which lines."""
+
     start: int
     end: int
     text: str
@@ -103,9 +126,9 @@ def _looks_like_fs_path(path: str) -> bool:
     return bool(_EXT.search(path.rstrip("/"))) or path.startswith(_FS_PREFIXES)
 
 
-def find_citations(report: str, root: str) -> list[_Found]:
+def find_citations(report: str, root: str) -> list[Found]:
     """Every absolute path in the report but the root itself (outside the root only when it looks like a file path)."""
-    found: list[_Found] = []
+    found: list[Found] = []
     in_code = False
     offset = 0
     bare_root = root.rstrip("/")
@@ -125,7 +148,7 @@ def find_citations(report: str, root: str) -> list[_Found]:
                 continue  # the explored root itself: the caller's own words, not a finding
             end = m.end() if l1 else m.end("path") - end_trim
             found.append(
-                _Found(
+                Found(
                     start=offset + m.start(),
                     end=offset + end,
                     text=line[m.start() : end],
@@ -150,7 +173,7 @@ def _seen(path: str, kind: str, seen: set[str]) -> bool:
     return kind == "dir" and any(p.startswith(prefix) for p in seen)
 
 
-def verify(found: _Found, root: str, oracle: PathOracle, seen: set[str]) -> Citation:
+def verify(found: Found, root: str, oracle: PathOracle, seen: set[str]) -> Citation:
     """Check one citation against the disk and against what the tools showed."""
 
     def result(ok: bool, reason: str = "") -> Citation:

@@ -43,3 +43,20 @@ def test_many_citations_in_a_short_report_are_trimmed_to_the_bound() -> None:
 
 def test_the_description_is_short() -> None:
     assert estimate_tokens(DESCRIPTION) < 220
+
+
+def test_quotes_are_compact_in_the_brief_payload() -> None:
+    from mcp_loco.report import Quote
+
+    r = result("Code from /work/repo/a.py:3-4 and /work/repo/b.py:1-2.", [cite("a.py", line=3)])
+    r.quotes = [
+        Quote(path=f"{ROOT}/a.py", line_start=3, line_end=4, verified=True, found_at=(3, 4)),
+        Quote(path=f"{ROOT}/c.py", line_start=9, line_end=12, verified=True, found_at=(20, 23), reason="moved"),
+        Quote(path=f"{ROOT}/b.py", line_start=1, line_end=2, verified=False, reason="not in the file"),
+    ]
+    brief = answer(r)
+    assert brief["quotes"] == {
+        "verified": ["a.py:3-4", "c.py:20-23"],
+        "unverified": [{"cite": "b.py:1-2", "reason": "not in the file"}],
+    }
+    assert len(model_reads(brief)) <= bound(r.report)

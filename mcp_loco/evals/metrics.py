@@ -126,6 +126,12 @@ class ExploreScore(BaseModel):
     """Expected files some tool showed the model (found, whether cited or not)."""
     citations: int
     verified: int
+    quotes: int = 0
+    """Code blocks checked against a file (the default reads scores stored before quotes were checked)."""
+    quotes_verified: int = 0
+    """Of those, found in the file."""
+    quotes_moved: int = 0
+    """Of those found, not at the lines the report cited."""
     turns: int
     stop_reason: str
     prompt_tokens: int
@@ -151,6 +157,9 @@ def score_explore(result: ExploreResult, expected: Sequence[str]) -> ExploreScor
         examined_expected=[rel for path, rel in want.items() if path in examined],
         citations=len(result.citations),
         verified=sum(c.verified for c in result.citations),
+        quotes=len(result.quotes),
+        quotes_verified=sum(q.verified for q in result.quotes),
+        quotes_moved=sum(q.moved for q in result.quotes),
         turns=result.turns,
         stop_reason=result.stop_reason,
         prompt_tokens=result.usage.prompt_tokens,
@@ -171,6 +180,10 @@ class ExploreMetrics(BaseModel):
     """Expected files shown by a tool, over all expected files."""
     verified: Ratio = Field(default_factory=Ratio)
     """Citations verified, over all citations."""
+    quotes_verified: Ratio = Field(default_factory=Ratio)
+    """Quoted code blocks found in the file they are attributed to, over all quotes."""
+    quotes_in_place: Ratio = Field(default_factory=Ratio)
+    """Quoted code blocks found at the lines the report cited, over all quotes."""
     answered: Ratio = Field(default_factory=Ratio)
     """Explorations that ended with the model's own answer (not a spent budget)."""
     turns_mean: float | None = None
@@ -191,6 +204,8 @@ def aggregate_explore(scores: Sequence[ExploreScore], errors: int = 0) -> Explor
         out.recall += Ratio(hits=len(s.cited_expected), total=len(s.expected))
         out.examined += Ratio(hits=len(s.examined_expected), total=len(s.expected))
         out.verified += Ratio(hits=s.verified, total=s.citations)
+        out.quotes_verified += Ratio(hits=s.quotes_verified, total=s.quotes)
+        out.quotes_in_place += Ratio(hits=s.quotes_verified - s.quotes_moved, total=s.quotes)
         out.answered += Ratio(hits=int(s.stop_reason == "answered"), total=1)
     out.turns_mean = _mean([s.turns for s in scores])
     out.prompt_tokens_mean = _mean([s.prompt_tokens for s in scores])

@@ -90,6 +90,8 @@ def explore_table(report: EvalReport, markdown: bool = False) -> str:
         row("expected files cited, verified", lambda m: m.recall.show()),
         row("expected files shown by a tool", lambda m: m.examined.show()),
         row("citations verified", lambda m: m.verified.show()),
+        row("quotes verified (in the file)", lambda m: m.quotes_verified.show()),
+        row("quotes at the cited lines", lambda m: m.quotes_in_place.show()),
         row("answered within budget", lambda m: m.answered.show()),
         row("turns (mean)", lambda m: _num(m.turns_mean)),
         row("prompt tokens sent (mean)", lambda m: _num(m.prompt_tokens_mean, "{:.0f}")),

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from mcp_loco.interfaces import PathInfo
 from mcp_loco.sandbox.context import Context, SecretPathError
 from mcp_loco.sandbox.limits import Deadline, ToolError
 from mcp_loco.sandbox.paths import MissingPathError, OutsideRootError, PathError
-from mcp_loco.sandbox.textfile import LineReader
+from mcp_loco.sandbox.textfile import LineReader, is_binary
 
 if TYPE_CHECKING:
     from mcp_loco.sandbox.toolbox import Toolbox
+
+TEXT_MAX_BYTES = 8 << 20
+"""Files larger than this are not read to check a quote (Read would show them a page at a time anyway)."""
 
 
 class Oracle:
@@ -47,6 +51,29 @@ class Oracle:
             except (ToolError, OSError):
                 lines = None
             return PathInfo("file", lines=lines)
+
+    def text(self, path: str) -> str | None:
+        """A text file's content as Read decodes it, or None when no tool may show it (denied, outside, binary, huge)."""
+        try:
+            handle = self.ctx.open_file(path, "the quote check")
+        except (PathError, OSError, ValueError):
+            return None
+        with handle:
+            try:
+                if handle.st.st_size > TEXT_MAX_BYTES or is_binary(handle.fd):
+                    return None
+                deadline = Deadline(self.ctx.settings.read_timeout_s)
+                chunks: list[bytes] = []
+                size = 0
+                while chunk := os.read(handle.fd, 1 << 16):
+                    deadline.check(f"reading {handle.path}")
+                    size += len(chunk)
+                    if size > TEXT_MAX_BYTES:  # grew since the stat
+                        return None
+                    chunks.append(chunk)
+            except (ToolError, OSError):
+                return None
+        return b"".join(chunks).decode("utf-8", "replace")
 
 
 def path_oracle(toolbox: Toolbox) -> Oracle:

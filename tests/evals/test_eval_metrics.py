@@ -8,15 +8,18 @@ from mcp_loco.evals.calls import check_arguments, judge_turn
 from mcp_loco.evals.metrics import (
     INVALID,
     UNKNOWN,
+    ExploreScore,
     Ratio,
     aggregate_explore,
     aggregate_turns,
     score_explore,
     score_turn,
 )
+from mcp_loco.evals.runner import EvalReport
+from mcp_loco.evals.table import explore_table
 from mcp_loco.interfaces import Usage
 from mcp_loco.protocol import ToolCall, format_call, parse_turn
-from mcp_loco.report import Citation, ExploreResult
+from mcp_loco.report import Citation, ExploreResult, Quote
 
 READ = format_call("Read", {"file_path": "/r/a.py"})
 GREP = format_call("Grep", {"pattern": "def main", "path": "/r"})
@@ -141,3 +144,33 @@ def test_explore_recall_counts_only_verified_citations() -> None:
     assert (m.verified.hits, m.verified.total) == (4, 6)
     assert (m.answered.hits, m.answered.total) == (0, 2)
     assert m.prompt_tokens_mean == 900 and m.prompt_tokens_evaluated_mean == 300 and m.turns_mean == 3
+
+
+def test_the_share_of_quotes_verified_is_reported_per_variant() -> None:
+    def explored(*quotes: Quote) -> ExploreResult:
+        return ExploreResult(report="r", root="/r", quotes=list(quotes))
+
+    right = Quote(path="/r/a.py", line_start=4, line_end=7, verified=True, found_at=(4, 7))
+    moved = Quote(path="/r/a.py", line_start=1, line_end=3, verified=True, found_at=(4, 7), reason="at lines 4-7")
+    invented = Quote(path="/r/a.py", verified=False, reason="not in the file")
+    s = score_explore(explored(right, moved, invented), [])
+    assert (s.quotes, s.quotes_verified, s.quotes_moved) == (3, 2, 1)
+    metrics = {
+        "plain": aggregate_explore([s, score_explore(explored(right), [])]),
+        "grammar": aggregate_explore([score_explore(explored(), [])]),
+    }
+    assert (metrics["plain"].quotes_verified.hits, metrics["plain"].quotes_verified.total) == (3, 4)
+    assert (metrics["plain"].quotes_in_place.hits, metrics["plain"].quotes_in_place.total) == (2, 4)
+    report = EvalReport(model="m", root="/r", explore_variants=["plain", "grammar"], explore_metrics=metrics)
+    rows = {line.split("  ")[0]: line.split() for line in explore_table(report).splitlines()}
+    assert rows["quotes verified (in the file)"][-3:] == ["75.0%", "(3/4)", "-"]
+    assert rows["quotes at the cited lines"][-3:] == ["50.0%", "(2/4)", "-"]
+
+
+def test_scores_stored_before_quotes_were_checked_still_load() -> None:
+    stored = score_explore(ExploreResult(report="r", root="/r"), ["a.py"]).model_dump()
+    for key in ("quotes", "quotes_verified", "quotes_moved"):
+        del stored[key]
+    old = ExploreScore.model_validate(stored)
+    assert (old.quotes, old.quotes_verified) == (0, 0)
+    assert aggregate_explore([old]).quotes_verified.show() == "-"
