@@ -10,10 +10,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mcp_loco.agent import read_prompt
-from mcp_loco.config import LlamaSettings
+from mcp_loco.backends.replay import ReplayModel
+from mcp_loco.config import LlamaSettings, Settings
 from mcp_loco.protocol import Message, format_call
 from mcp_loco.sandbox import Toolbox
+from mcp_loco.turns import Turns
 
 ROOT = Path(__file__).resolve().parent.parent / "mcp_loco"
 """The project's own source tree: real code for the tools to read."""
@@ -84,10 +85,9 @@ def session(
     """The opening messages, then each scripted assistant turn with its real tool results."""
     tools = Toolbox(ROOT)
     root = tools.root
-    opening = [
-        Message("system", read_prompt("", "system_prompt.md").replace("{root}", root)),
-        Message("user", read_prompt("", "task_prompt.md").replace("{root}", root).replace("{question}", question)),
-    ]
+    turns_engine = Turns(ReplayModel([]), Settings())
+    opening = turns_engine.opening(root, question)
+    turns_engine.close()
     turns: list[tuple[str, list[str]]] = []
     for calls in SESSION:
         texts, results = [], []
