@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -38,7 +39,8 @@ class Output:
             room = self.limit - self.size
             head = text[:room]
             newline = head.rfind("\n")
-            self.parts.append(head[: newline + 1] if newline >= 0 else "")
+            # Cut on a line boundary, unless that would leave nothing (head -c of a one-line file).
+            self.parts.append(head[: newline + 1] if newline >= 0 or self.size else head)
             self.full = True
             return False
         self.parts.append(text)
@@ -88,6 +90,10 @@ class Env:
             return True
         return self.out.full
 
+    def withheld(self, st: os.stat_result) -> bool:
+        """True when a file's size must not be shown: a hard link, whose inode may be a file outside the root."""
+        return stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and not self.ctx.settings.allow_hard_links
+
     def open(self, path: str) -> Handle:
         """Open any operand beneath the root (files, directories, special files)."""
         return self.ctx.open(path)
@@ -131,6 +137,7 @@ class Env:
             grown: list[list[str]] = []
             for prefix in found:
                 for name in self._names("/".join(prefix) or "."):
+                    self.deadline.check(f"expanding {word.text!r}", "use a narrower pattern, or Glob")
                     if (name.startswith(".") and not comp.startswith(".")) or not regex.match(name):
                         continue
                     candidate = [*prefix, name]

@@ -29,16 +29,16 @@ class Entry:
     target: str = ""
 
 
-def _entries(env: Env, fd: int, rel: str, show_hidden: bool) -> tuple[list[Entry], int, bool]:
-    """Entries of an open directory: (visible entries, how many secrets were hidden, truncated)."""
+def _entries(env: Env, fd: int, rel: str, show_dots: bool) -> tuple[list[Entry], bool]:
+    """Entries of an open directory: (visible entries, truncated); secrets are left out without a trace."""
     raw, truncated = scan(fd, env.deadline)
     out: list[Entry] = []
-    hidden = 0
-    for entry in raw:
-        if entry.name.startswith(".") and not show_hidden:
+    for index, entry in enumerate(raw):
+        if index % 1000 == 999 and env.deadline.expired():
+            return out, True
+        if entry.name.startswith(".") and not show_dots:
             continue
         if env.ctx.deny.denied(f"{rel}/{entry.name}" if rel else entry.name):
-            hidden += 1
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -51,7 +51,7 @@ def _entries(env: Env, fd: int, rel: str, show_hidden: bool) -> tuple[list[Entry
             except OSError:
                 target = "?"
         out.append(Entry(entry.name, st, target))
-    return out, hidden, truncated
+    return out, truncated
 
 
 def _link_target(env: Env, rel_dir: str, target: str) -> str:
@@ -77,11 +77,6 @@ def _suffix(mode: int) -> str:
     if stat.S_ISREG(mode) and mode & 0o111:
         return "*"
     return ""
-
-
-def _hidden_note(env: Env, hidden: int) -> None:
-    if hidden:
-        env.out.notes.append(f"({hidden} entr{'ies' if hidden != 1 else 'y'} hidden: secret deny-list)")
 
 
 LS = Spec(
@@ -116,7 +111,6 @@ class _Lister:
         self.long = opts.has("l", "n")
         self.names: dict[tuple[str, int], str] = {}
         self.now = time.time()
-        self.hidden = 0
 
     def _owner(self, kind: str, ident: int) -> str:
         if self.opts.has("n"):
@@ -138,6 +132,8 @@ class _Lister:
         if not self.long:
             return shown
         size = human_size(st.st_size) if self.opts.has("h") else str(st.st_size)
+        if self.env.withheld(st):
+            size = "?"  # a hard link's size is that of a file that may lie outside the root
         stamp = time.localtime(st.st_mtime)
         recent = abs(self.now - st.st_mtime) < SIX_MONTHS
         when = time.strftime("%b %e %H:%M" if recent else "%b %e  %Y", stamp)
@@ -154,15 +150,14 @@ class _Lister:
         if self.opts.has("t"):
             entries.sort(key=lambda e: -e.st.st_mtime)
         elif self.opts.has("S"):
-            entries.sort(key=lambda e: -e.st.st_size)
+            entries.sort(key=lambda e: 0 if self.env.withheld(e.st) else -e.st.st_size)
         if self.opts.has("group-directories-first"):
             entries.sort(key=lambda e: not stat.S_ISDIR(e.st.st_mode))
         return entries[::-1] if self.opts.has("r") else entries
 
     def listing(self, fd: int, rel: str, path: str, depth: int) -> None:
         env = self.env
-        entries, hidden, truncated = _entries(env, fd, rel, self.opts.has("a", "A"))
-        self.hidden += hidden
+        entries, truncated = _entries(env, fd, rel, self.opts.has("a", "A"))
         if self.opts.has("a"):
             entries = [Entry(".", os.fstat(fd)), Entry("..", os.fstat(fd)), *entries]
         entries = self.sort(entries)
@@ -170,7 +165,7 @@ class _Lister:
         if not env.out.line(f"{show_name(path)}:"):
             return
         if self.long:
-            blocks = sum(e.st.st_blocks for e in entries if e.name not in (".", "..")) // 2
+            blocks = sum(e.st.st_blocks for e in entries if e.name not in (".", "..") and not env.withheld(e.st)) // 2
             env.out.line(f"total {blocks}")
         for e in entries:
             if not env.out.line(self.format(e.name, e.st, e.target)):
@@ -227,7 +222,6 @@ def cmd_ls(env: Env, words: list[Word]) -> None:
     finally:
         for fd, _, _ in dirs:
             os.close(fd)
-    _hidden_note(env, lister.hidden)
 
 
 TREE = Spec(
@@ -256,7 +250,6 @@ def cmd_tree(env: Env, words: list[Word]) -> None:
         dirs = f"{walker.dirs} director{'ies' if walker.dirs != 1 else 'y'}"
         files = "" if opts.has("d") else f", {walker.files} file{'s' if walker.files != 1 else ''}"
         env.out.line(f"\n{dirs}{files}")
-    _hidden_note(env, walker.hidden)
 
 
 def _name_filter(pattern: str | None) -> re.Pattern[str] | None:
@@ -274,14 +267,15 @@ class _Tree:
         self.only = _name_filter(opts.value("P"))
         self.dirs = 0
         self.files = 0
-        self.hidden = 0
 
     def walk(self, fd: int, rel: str, prefix: str, level: int) -> None:
         env = self.env
-        entries, hidden, truncated = _entries(env, fd, rel, self.opts.has("a"))
-        self.hidden += hidden
+        entries, truncated = _entries(env, fd, rel, self.opts.has("a"))
         keep: list[Entry] = []
-        for e in sorted(entries, key=lambda e: e.name):
+        for index, e in enumerate(sorted(entries, key=lambda e: e.name)):
+            # A crafted -I/-P pattern can cost a millisecond a name: look at the clock as we go.
+            if index % 16 == 15 and env.stop():
+                return
             is_dir = stat.S_ISDIR(e.st.st_mode)
             if self.ignore is not None and self.ignore.match(e.name):
                 continue

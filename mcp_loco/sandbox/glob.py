@@ -27,7 +27,6 @@ class Listing:
     """Files under a directory that match a glob (paths relative to the root)."""
 
     rels: list[str] = field(default_factory=list)
-    hidden: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -89,8 +88,7 @@ class _Collector:
                 continue
             rel = self.prefix + path
             if denied(rel):
-                self.listing.hidden += 1
-                continue
+                continue  # never counted or mentioned: a count would say that a secret exists
             try:
                 mtime = os.stat(path, dir_fd=self.dir_fd, follow_symlinks=False).st_mtime
             except OSError:
@@ -101,8 +99,8 @@ class _Collector:
 
 def list_files(ctx: Context, base: str, matcher: GlobMatcher, deadline: Deadline, limit: int = MAX_LIST) -> Listing:
     """Run `rg --files` beneath `base`; keep what `matcher` accepts and the deny-list allows, newest first."""
-    # Names only: rg reads no content here, so the deny-list is applied to what it lists (below).
-    args = [*BASE_FLAGS, "--files"]
+    # Secrets are left out by rg already (it does not even enter a denied directory), and again below.
+    args = [*BASE_FLAGS, "--files", "--glob-case-insensitive", *(f"--glob={g}" for g in ctx.deny.rg_excludes())]
     if matcher.name_globs:
         args += [f"--type-add={_CUSTOM_TYPE}:{name}" for name in matcher.name_globs]
         args.append(f"--type={_CUSTOM_TYPE}")
@@ -151,8 +149,6 @@ def run_glob(ctx: Context, arguments: Any, deadline: Deadline) -> ToolResult:
     lines = [show_name(ctx.root.abs(rel)) for rel in shown] or ["No files found"]
     if len(stamped) > limit:
         lines.append(f"... {len(stamped) - limit} more; narrow the pattern (showing the {limit} newest)")
-    if listing.hidden:
-        lines.append(f"({listing.hidden} matching file{'s' if listing.hidden != 1 else ''} hidden: secret deny-list)")
     lines += listing.notes
     text = cut("\n".join(lines), ctx.settings.max_output_chars, "narrow the pattern or path")
     return ToolResult(text, paths=tuple(paths))
