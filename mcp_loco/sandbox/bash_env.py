@@ -91,8 +91,29 @@ class Env:
         return self.out.full
 
     def withheld(self, st: os.stat_result) -> bool:
-        """True when a file's size must not be shown: a hard link, whose inode may be a file outside the root."""
+        """True when a size must not be shown: a hard link's (its inode may be a file outside the root) or a
+        directory's (on many file systems it grows with every entry, secrets included)."""
+        if stat.S_ISDIR(st.st_mode):
+            return True
         return stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and not self.ctx.settings.allow_hard_links
+
+    def links(self, st: os.stat_result, fd: int, rel: str) -> int:
+        """The link count as the tools see it: for a directory (open as `fd`), 2 and one per visible subdirectory.
+
+        The kernel's count includes denied subdirectories, so it would tell that a `.aws` or `.ssh` is there.
+        """
+        if not stat.S_ISDIR(st.st_mode) or fd < 0:
+            return st.st_nlink
+        count = 2
+        with os.scandir(fd) as it:
+            for index, entry in enumerate(it):
+                if index % 1000 == 999 and self.deadline.expired():
+                    break
+                if entry.is_dir(follow_symlinks=False) and not self.ctx.deny.denied(
+                    f"{rel}/{entry.name}" if rel else entry.name
+                ):
+                    count += 1
+        return count
 
     def open(self, path: str) -> Handle:
         """Open any operand beneath the root (files, directories, special files)."""
@@ -126,14 +147,13 @@ class Env:
         else:
             comps = [c for c in word.pattern.split("/") if c not in ("", ".")]
         found: list[list[str]] = [[]]
-        for index, comp in enumerate(comps):
+        for comp in comps:
             if not has_wildcard(comp) or comp == "..":
                 found = [[*f, _unescape(comp)] for f in found]
                 continue
             if comp == "**" or "**" in comp:
                 comp = comp.replace("**", "*")
             regex = re.compile(fnmatch.translate(comp))
-            last = index == len(comps) - 1
             grown: list[list[str]] = []
             for prefix in found:
                 for name in self._names("/".join(prefix) or "."):
@@ -141,7 +161,9 @@ class Env:
                     if (name.startswith(".") and not comp.startswith(".")) or not regex.match(name):
                         continue
                     candidate = [*prefix, name]
-                    if self.ctx.deny.denied("/".join(candidate)) and last:
+                    if self.ctx.deny.denied("/".join(candidate)):
+                        # Dropped at every level: a denied folder kept as a prefix would be refused by name
+                        # later, which tells that it exists (`ls config/.a*/x` against `ls config/.q*/x`).
                         continue
                     grown.append(candidate)
                     if len(grown) > MAX_EXPANSION:

@@ -296,7 +296,7 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(seconds))
 
 
-def _stat_format(fmt: str, path: str, st: os.stat_result, withheld: bool) -> str:
+def _stat_format(fmt: str, path: str, st: os.stat_result, withheld: bool, links: int) -> str:
     fields = {
         "n": path,
         "N": f"'{path}'",
@@ -309,7 +309,7 @@ def _stat_format(fmt: str, path: str, st: os.stat_result, withheld: bool) -> str
         "u": str(st.st_uid),
         "g": str(st.st_gid),
         "i": str(st.st_ino),
-        "h": str(st.st_nlink),
+        "h": str(links),
         "b": "?" if withheld else str(st.st_blocks),
         "Y": str(int(st.st_mtime)),
         "y": _when(st.st_mtime),
@@ -339,16 +339,17 @@ def cmd_stat(env: Env, words: list[Word]) -> None:
             st = handle.st
             env.out.saw(handle.path)
             fmt = opts.value("c")
-            # A hard link's size is that of a file that may lie outside the root.
+            # No size for a hard link or a directory, and a directory's links count only visible subdirectories.
             withheld = env.withheld(st)
+            links = env.links(st, handle.fd, handle.rel)
             if fmt is not None:
-                env.out.line(_stat_format(fmt, handle.path, st, withheld))
+                env.out.line(_stat_format(fmt, handle.path, st, withheld, links))
                 continue
             size, blocks = ("?", "?") if withheld else (st.st_size, st.st_blocks)
             env.out.line(
                 f"  File: {handle.path}\n"
                 f"  Size: {size:<15} Blocks: {blocks:<10} IO Block: {st.st_blksize:<6} {kind_of(st.st_mode)}\n"
-                f"Device: {st.st_dev:x}h/{st.st_dev}d\tInode: {st.st_ino:<11} Links: {st.st_nlink}\n"
+                f"Device: {st.st_dev:x}h/{st.st_dev}d\tInode: {st.st_ino:<11} Links: {links}\n"
                 f"Access: ({stat.S_IMODE(st.st_mode):04o}/{stat.filemode(st.st_mode)})  "
                 f"Uid: ({st.st_uid:>5}/{_user(st.st_uid):>8})   Gid: ({st.st_gid:>5}/{_group(st.st_gid):>8})\n"
                 f"Access: {_when(st.st_atime)}\nModify: {_when(st.st_mtime)}\nChange: {_when(st.st_ctime)}"

@@ -262,7 +262,7 @@ def _size_test(value: str) -> Test:
     body = value[:-1] if value[-1:] in _SIZE_UNITS else value
     compare = _numeric("-size", body)
     unit = _SIZE_UNITS[unit_char]
-    # A hard link's size is that of a file that may lie outside the root: it matches no size at all.
+    # A withheld size (a hard link's, a directory's: see Env.withheld) matches no size at all.
     return lambda n, w: not w.env.withheld(n.st) and compare(math.ceil(n.st.st_size / unit))
 
 

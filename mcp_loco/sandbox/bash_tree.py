@@ -123,7 +123,7 @@ class _Lister:
                 self.names[key] = str(ident)
         return self.names[key]
 
-    def format(self, name: str, st: os.stat_result, target: str) -> str:
+    def format(self, name: str, st: os.stat_result, target: str, links: int = 0) -> str:
         shown = show_name(name)
         if self.opts.has("F"):
             shown += _suffix(st.st_mode)
@@ -133,15 +133,29 @@ class _Lister:
             return shown
         size = human_size(st.st_size) if self.opts.has("h") else str(st.st_size)
         if self.env.withheld(st):
-            size = "?"  # a hard link's size is that of a file that may lie outside the root
+            size = "?"  # a hard link's or a directory's size would tell about files not shown
         stamp = time.localtime(st.st_mtime)
         recent = abs(self.now - st.st_mtime) < SIX_MONTHS
         when = time.strftime("%b %e %H:%M" if recent else "%b %e  %Y", stamp)
         line = (
-            f"{stat.filemode(st.st_mode)} {st.st_nlink:>3} {self._owner('u', st.st_uid)} "
+            f"{stat.filemode(st.st_mode)} {links or st.st_nlink:>3} {self._owner('u', st.st_uid)} "
             f"{self._owner('g', st.st_gid)} {size:>8} {when} {shown}"
         )
         return line + (f" -> {show_name(target)}" if target else "")
+
+    def _links(self, fd: int, rel: str, e: Entry) -> int:
+        """A listed entry's link count as the tools see it (directories are opened and counted)."""
+        if not self.long or not stat.S_ISDIR(e.st.st_mode):
+            return 0
+        if e.name in (".", ".."):
+            return self.env.links(e.st, fd, rel)
+        child = open_child(fd, e.name)
+        if child is None:
+            return 0
+        try:
+            return self.env.links(e.st, child, f"{rel}/{e.name}" if rel else e.name)
+        finally:
+            os.close(child)
 
     def sort(self, entries: list[Entry]) -> list[Entry]:
         if self.opts.has("U"):
@@ -168,7 +182,7 @@ class _Lister:
             blocks = sum(e.st.st_blocks for e in entries if e.name not in (".", "..") and not env.withheld(e.st)) // 2
             env.out.line(f"total {blocks}")
         for e in entries:
-            if not env.out.line(self.format(e.name, e.st, e.target)):
+            if not env.out.line(self.format(e.name, e.st, e.target, self._links(fd, rel, e))):
                 return
             if e.name not in (".", ".."):
                 env.out.saw(env.ctx.root.abs(f"{rel}/{e.name}" if rel else e.name))
@@ -209,7 +223,8 @@ def cmd_ls(env: Env, words: list[Word]) -> None:
                 handle.fd = -1
             else:
                 env.out.saw(handle.path)
-                files.append(lister.format(handle.path, handle.st, ""))
+                links = env.links(handle.st, handle.fd, handle.rel) if lister.long else 0
+                files.append(lister.format(handle.path, handle.st, "", links))
             handle.close()
         for line in files:
             env.out.line(line)

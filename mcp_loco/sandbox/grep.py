@@ -175,9 +175,11 @@ def run_grep(ctx: Context, q: GrepQuery, deadline: Deadline) -> ToolResult:
 
 
 def _rg_error(q: GrepQuery, run: RgRun) -> str:
-    if run.returncode != 2 or run.timed_out:
+    # With --no-messages, an unreadable file ends rg with 2 and says nothing: that is no match, not a failure
+    # (and saying otherwise would tell that such a file, perhaps a secret, is there).
+    message = run.stderr.strip()[:2000]
+    if run.returncode != 2 or run.timed_out or not message:
         return ""
-    message = run.stderr.strip()[:2000] or "ripgrep failed without a message"
     if "regex" in message.lower():
         return (
             f"{q.tool}: invalid regular expression {q.pattern!r}:\n{message}\n"

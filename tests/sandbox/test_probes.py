@@ -85,7 +85,7 @@ def test_hard_link_size_is_withheld(linked: Path) -> None:
         ("Glob", {"pattern": "**/*.pem"}, {"pattern": "**/*.nothing"}),
         ("Bash", {"command": "rg --files keys"}, {"command": "rg --files src/util -g '*.nothing'"}),
         ("Bash", {"command": "find . -name 'cred*'"}, {"command": "find . -name 'zzz*'"}),
-        ("Bash", {"command": "find . -name '*.pem' -size -1k"}, {"command": "find . -name '*.pem' -size +1k"}),
+        ("Bash", {"command": "find . -name '*.pem' -size -1000c"}, {"command": "find . -name '*.pem' -size +1000c"}),
         ("Bash", {"command": "find config -path '*aws*'"}, {"command": "find config -path '*zzz*'"}),
         ("Grep", {"pattern": "aws_secret", "output_mode": "count"}, {"pattern": "zzz_secret", "output_mode": "count"}),
     ],
@@ -120,3 +120,33 @@ def test_glob_ripgrep_run_excludes_secrets(hostile: Hostile, monkeypatch: pytest
     monkeypatch.setattr(glob_module, "run_rg", spy)
     hostile.call("Glob", {"pattern": "**/*"})
     assert seen and "--glob=!**/.aws/**" in seen[0] and "--glob-case-insensitive" in seen[0]
+
+
+def test_directory_metadata_counts_only_what_is_shown(tmp_path: Path) -> None:
+    # A directory's link count includes a denied .aws, and its size grows with every entry on many file
+    # systems: the tools show a count of visible subdirectories and no size.
+    root = write_tree(tmp_path / "root", {"config/.aws/credentials": "c\n", "config/sub/x.txt": "x\n"})
+    tb = Toolbox(root)
+    assert tb.call("Bash", {"command": "stat -c '%h %s %b' config"}).text == "3 ? ?"
+    assert tb.call("Bash", {"command": "ls -ld config"}).text.split()[1:5:3] == ["3", "?"]
+    dot = next(line for line in tb.call("Bash", {"command": "ls -la config"}).text.splitlines() if line.endswith(" ."))
+    assert dot.split()[1] == "3"
+    assert "Links: 3" in tb.call("Bash", {"command": "stat config"}).text
+
+
+@pytest.mark.parametrize(
+    ("secret", "nothing"),
+    [
+        ("ls config/.a*/credentials", "ls config/.q*/credentials"),
+        ("cat config/.a*/credentials", "cat config/.q*/credentials"),
+        ("wc -l config/.aws/*", "wc -l src/.aws/*"),  # named outright: refused by name, there or not
+        ("ls config/.aws", "ls src/.aws"),
+    ],
+)
+def test_a_wildcard_through_a_denied_folder_answers_as_for_nothing(hostile: Hostile, secret: str, nothing: str) -> None:
+    # Before, `.a*` expanded to the denied .aws, whose path was then refused as a secret: it was there.
+    def answer(command: str, folder: str) -> str:
+        text = hostile.call("Bash", {"command": command}).text
+        return text.replace(folder, "FOLDER").replace(".a*", "X").replace(".q*", "X")
+
+    assert answer(secret, "config") == answer(nothing, "src" if "src" in nothing else "config")
