@@ -182,7 +182,8 @@ class _Lister:
             blocks = sum(e.st.st_blocks for e in entries if e.name not in (".", "..") and not env.withheld(e.st)) // 2
             env.out.line(f"total {blocks}")
         for e in entries:
-            if not env.out.line(self.format(e.name, e.st, e.target, self._links(fd, rel, e))):
+            # ls -l opens each subdirectory to count its visible links: that costs time, so watch the clock.
+            if env.stop() or not env.out.line(self.format(e.name, e.st, e.target, self._links(fd, rel, e))):
                 return
             if e.name not in (".", ".."):
                 env.out.saw(env.ctx.root.abs(f"{rel}/{e.name}" if rel else e.name))

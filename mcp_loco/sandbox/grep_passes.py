@@ -46,21 +46,28 @@ class Found:
 class Candidates:
     """Pass 1's `rg --files-with-matches --null` output, fed chunk by chunk; keeps files pass 2 may open."""
 
-    def __init__(self, ctx: Context, base_rel: str, dir_fd: int, matchers: Sequence[GlobMatcher]) -> None:
+    def __init__(
+        self, ctx: Context, base_rel: str, dir_fd: int, matchers: Sequence[GlobMatcher], deadline: Deadline
+    ) -> None:
         self.ctx = ctx
+        self.deadline = deadline
         self.base_rel = base_rel
         self.dir_fd = dir_fd
         self.matchers = matchers
         self.pending = b""
         self.rels: list[str] = []
-        self.deadline_hit = False
+        self.timed_out = False
 
     def feed(self, chunk: bytes) -> bool:
-        """Take one chunk; False once MAX_CANDIDATES files are kept (rg is then stopped)."""
+        """Take one chunk; False once MAX_CANDIDATES files are kept or time is up (rg is then stopped)."""
         data = self.pending + chunk
         records = data.split(b"\0")
         self.pending = records.pop()
-        for raw in records:
+        for index, raw in enumerate(records):
+            # A crafted glob can cost a millisecond a path: look at the clock within a chunk too.
+            if index % 64 == 63 and self.deadline.expired():
+                self.timed_out = True
+                return False
             rel = self._keep(os.fsdecode(raw))
             if rel is not None:
                 self.rels.append(rel)
@@ -90,7 +97,7 @@ def find_candidates(
     ctx: Context, handle: Handle, flags: list[str], matchers: Sequence[GlobMatcher], deadline: Deadline
 ) -> tuple[list[str], RgRun]:
     """Pass 1: rg walks the open directory; the files it names that pass 2 may open."""
-    collector = Candidates(ctx, handle.rel, handle.fd, matchers)
+    collector = Candidates(ctx, handle.rel, handle.fd, matchers, deadline)
     run = run_rg(
         ctx.rg(),
         [*BASE_FLAGS, *flags, "--", "."],
@@ -103,6 +110,8 @@ def find_candidates(
         spawn=ctx.spawn,
         on_stdout=collector.feed,
     )
+    if collector.timed_out:
+        run.timed_out, run.truncated = True, False
     return collector.rels, run
 
 

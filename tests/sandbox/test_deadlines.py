@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from mcp_loco.config import ToolSettings
-from mcp_loco.sandbox import Toolbox, textfile
+from mcp_loco.sandbox import Toolbox, grep_passes, textfile
+from mcp_loco.sandbox import glob as glob_module
+from mcp_loco.sandbox.globbing import GlobMatcher
+from mcp_loco.sandbox.limits import Deadline
 
-from .conftest import write_tree
+from .conftest import Hostile, write_tree
 
 HUGE = "9" * 30  # past any C integer
 
@@ -109,3 +113,17 @@ def test_head_of_a_one_line_file_shows_its_start(tmp_path: Path) -> None:
     result = Toolbox(root).call("Bash", {"command": "head -c 90000 min.js"})
     assert result.text.startswith("z" * 1000)
     assert "output cut at" in result.text
+
+
+def test_path_lists_from_ripgrep_are_read_against_the_deadline(hostile: Hostile) -> None:
+    # A crafted glob can cost a millisecond a path, and one chunk of rg output holds thousands of paths.
+    ctx = hostile.tb.context
+    chunk = b"".join(f"./src/f{i}.py\0".encode() for i in range(10_000))
+    fd = ctx.root_fd()
+    try:
+        listing = glob_module._Collector(ctx, GlobMatcher("**/*.py"), "", fd, 1 << 20, Deadline(0))
+        assert listing.feed(chunk) is False and listing.timed_out
+        candidates = grep_passes.Candidates(ctx, "", fd, [GlobMatcher("**/*.py")], Deadline(0))
+        assert candidates.feed(chunk) is False and candidates.timed_out
+    finally:
+        os.close(fd)
