@@ -91,17 +91,16 @@ class Env:
         return self.out.full
 
     def withheld(self, st: os.stat_result) -> bool:
-        """True when a size must not be shown: a hard link's (its inode may be a file outside the root) or a
-        directory's (on many file systems it grows with every entry, secrets included)."""
+        """True when a size must not be shown: a hard-linked file's or a directory's."""
+        # A hard link's inode may be a file outside the root; a directory's size grows with every entry
+        # on many file systems, secrets included.
         if stat.S_ISDIR(st.st_mode):
             return True
         return stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and not self.ctx.settings.allow_hard_links
 
     def links(self, st: os.stat_result, fd: int, rel: str) -> int:
-        """The link count as the tools see it: for a directory (open as `fd`), 2 and one per visible subdirectory.
-
-        The kernel's count includes denied subdirectories, so it would tell that a `.aws` or `.ssh` is there.
-        """
+        """The link count as the tools see it: for a directory (open as `fd`), 2 and one per visible subdirectory."""
+        # The kernel's count includes denied subdirectories: it would tell that a .aws or .ssh is there.
         if not stat.S_ISDIR(st.st_mode) or fd < 0:
             return st.st_nlink
         count = 2
@@ -109,9 +108,8 @@ class Env:
             for index, entry in enumerate(it):
                 if index % 1000 == 999 and self.deadline.expired():
                     break
-                if entry.is_dir(follow_symlinks=False) and not self.ctx.deny.denied(
-                    f"{rel}/{entry.name}" if rel else entry.name
-                ):
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir(follow_symlinks=False) and not self.ctx.deny.denied(name):
                     count += 1
         return count
 

@@ -11,6 +11,7 @@ nothing about the files it may not show.
 from __future__ import annotations
 
 import os
+import resource
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,8 +25,17 @@ from mcp_loco.sandbox.ripgrep import BASE_FLAGS, RgRun, have_dev_fd, run_rg
 MAX_CANDIDATES = 50_000
 # Bytes of pass-2 output kept over all batches (the shown page is far smaller; the rest is "N more").
 MAX_RAW_BYTES = 8 << 20
-# Descriptors handed to one pass-2 rg (well under the usual 1024 open-file limit, with room for other calls).
-FDS_PER_RUN = 128
+
+
+def _fds_per_run() -> int:
+    """Descriptors handed to one pass-2 rg: a sixteenth of the open-file limit, from 128 to 1024."""
+    # A sixteenth leaves room for concurrent calls and for rg, which opens each descriptor again; more
+    # per run means fewer rg starts on a big search.
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1024 if soft == resource.RLIM_INFINITY else max(128, min(1024, soft // 16))
+
+
+FDS_PER_RUN = _fds_per_run()
 
 
 @dataclass

@@ -134,10 +134,8 @@ TAIL_MAX_BYTES = 64 << 20
 
 
 def tail_bytes(fd: int, size: int, lines: int, deadline: Deadline) -> tuple[bytes, bool]:
-    """The last `lines` lines of a file, read backwards in blocks; True when TAIL_MAX_BYTES cut the first one.
-
-    Blocks are kept in a list and their newlines counted once each, so a long line costs linear time.
-    """
+    """The last `lines` lines of a file, read backwards in blocks; True when TAIL_MAX_BYTES cut the first one."""
+    # Blocks are kept in a list and their newlines counted once each, so a long line costs linear time.
     end = size
     blocks: list[bytes] = []
     newlines = 0
