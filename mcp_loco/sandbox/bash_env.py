@@ -6,7 +6,7 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mcp_loco.sandbox.bash_parse import Word
@@ -108,8 +108,7 @@ class Env:
             for index, entry in enumerate(it):
                 if index % 1000 == 999 and self.deadline.expired():
                     break
-                name = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.is_dir(follow_symlinks=False) and not self.ctx.deny.denied(name):
+                if entry.is_dir(follow_symlinks=False) and not self.denied(rel, entry.name):
                     count += 1
         return count
 
@@ -179,7 +178,12 @@ class Env:
         with handle:
             if not handle.is_dir:
                 return []
-            return [e.name for e in scan(handle.fd, self.deadline)[0]]
+            rel = handle.rel
+            return [e.name for e in scan(handle.fd, self.deadline, hide=lambda n: self.denied(rel, n))[0]]
+
+    def denied(self, rel: str, name: str) -> bool:
+        """True when the entry `name` of the directory `rel` is on the deny-list."""
+        return self.ctx.deny.denied(f"{rel}/{name}" if rel else name)
 
 
 def _unescape(comp: str) -> str:
@@ -188,14 +192,19 @@ def _unescape(comp: str) -> str:
     return comp
 
 
-def scan(fd: int, deadline: Deadline, limit: int = MAX_DIR_ENTRIES) -> tuple[list[os.DirEntry[str]], bool]:
-    """Entries of an open directory, at most `limit` of them; True when there were more."""
+def scan(
+    fd: int, deadline: Deadline, limit: int = MAX_DIR_ENTRIES, hide: Callable[[str], bool] | None = None
+) -> tuple[list[os.DirEntry[str]], bool]:
+    """Entries of an open directory not hidden by `hide`, at most `limit` of them; True when there were more."""
+    # Hidden entries do not count towards the limit, so where a listing stops says nothing about them.
     entries: list[os.DirEntry[str]] = []
     with os.scandir(fd) as it:
-        for entry in it:
-            if len(entries) >= limit:
+        for index, entry in enumerate(it):
+            if index % 1000 == 999 and deadline.expired():
                 return entries, True
-            if len(entries) % 1000 == 999 and deadline.expired():
+            if hide is not None and hide(entry.name):
+                continue
+            if len(entries) >= limit:
                 return entries, True
             entries.append(entry)
     return entries, False

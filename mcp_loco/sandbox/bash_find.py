@@ -281,7 +281,7 @@ def _is_empty(n: Node, w: Walk) -> bool:
             for index, entry in enumerate(it):
                 if index % 1000 == 999 and w.env.deadline.expired():
                     return False
-                if not w.env.ctx.deny.denied(f"{n.rel}/{entry.name}" if n.rel else entry.name):
+                if not w.env.denied(n.rel, entry.name):
                     return False
             return True
     finally:
@@ -355,14 +355,13 @@ def _visit(walk: Walk, parser: _Parser, test: Test, node: Node, fd: int, depth: 
     if depth >= MAX_DEPTH:
         walk.deep = True  # said once at the end; the descriptors stay few
         return
-    entries, truncated = scan(fd, env.deadline)
+    # Secrets are left out as if they did not exist: never tested, counted or mentioned.
+    entries, truncated = scan(fd, env.deadline, hide=lambda name: env.denied(node.rel, name))
     walk.partial = walk.partial or truncated
     for entry in sorted(entries, key=lambda e: e.name):
         if walk.quit or env.stop() or walk.visits >= MAX_VISITS:
             return
         rel = f"{node.rel}/{entry.name}" if node.rel else entry.name
-        if env.ctx.deny.denied(rel):
-            continue  # as if it did not exist: never tested, counted or mentioned
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:

@@ -31,14 +31,12 @@ class Entry:
 
 def _entries(env: Env, fd: int, rel: str, show_dots: bool) -> tuple[list[Entry], bool]:
     """Entries of an open directory: (visible entries, truncated); secrets are left out without a trace."""
-    raw, truncated = scan(fd, env.deadline)
+    raw, truncated = scan(fd, env.deadline, hide=lambda name: env.denied(rel, name))
     out: list[Entry] = []
     for index, entry in enumerate(raw):
         if index % 1000 == 999 and env.deadline.expired():
             return out, True
         if entry.name.startswith(".") and not show_dots:
-            continue
-        if env.ctx.deny.denied(f"{rel}/{entry.name}" if rel else entry.name):
             continue
         try:
             st = entry.stat(follow_symlinks=False)

@@ -11,6 +11,8 @@ import pytest
 from mcp_loco.config import ToolSettings
 from mcp_loco.sandbox import Toolbox
 from mcp_loco.sandbox import glob as glob_module
+from mcp_loco.sandbox.bash_env import Env, Output, scan
+from mcp_loco.sandbox.limits import Deadline
 from mcp_loco.sandbox.ripgrep import RgRun, run_rg
 
 from .conftest import Hostile, write_tree
@@ -150,3 +152,17 @@ def test_a_wildcard_through_a_denied_folder_answers_as_for_nothing(hostile: Host
         return text.replace(folder, "FOLDER").replace(".a*", "X").replace(".q*", "X")
 
     assert answer(secret, "config") == answer(nothing, "src" if "src" in nothing else "config")
+
+
+def test_where_a_listing_stops_does_not_count_secrets(tmp_path: Path) -> None:
+    # A listing stops at MAX_DIR_ENTRIES; if secrets counted towards it, "listing stopped" would appear
+    # or not depending on how many secrets the folder holds.
+    root = write_tree(tmp_path / "root", {"d/a.txt": "", "d/b.txt": "", "d/x.pem": "", "d/y.pem": "", "d/.env": ""})
+    tb = Toolbox(root)
+    env = Env(tb.context, Deadline(10), Output(10_000))
+    fd = os.open(root / "d", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        entries, truncated = scan(fd, env.deadline, limit=2, hide=lambda name: env.denied("d", name))
+    finally:
+        os.close(fd)
+    assert sorted(e.name for e in entries) == ["a.txt", "b.txt"] and not truncated
