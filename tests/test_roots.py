@@ -6,9 +6,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import write_tree
 from mcp import Client
 from mcp_types import CallToolResult
+from trees import write_tree
 
 from mcp_loco.agent import Explorer
 from mcp_loco.backends.replay import ReplayModel
@@ -40,6 +40,7 @@ def repo(tmp_path: Path) -> Path:
             ".kube/config": f"token: {SECRET}\n",
             ".git/config": f'[remote "origin"]\n\turl = https://user:{SECRET}@example.com/r.git\n',
             ".git/HEAD": "ref: refs/heads/main\n",
+            ".git/modules/lib/config": f"url = https://{SECRET}@example.com\n",
             ".docker/config.json": f'{{"auths": {{"x": {{"auth": "{SECRET}"}}}}}}\n',
         },
     )
@@ -72,6 +73,7 @@ def test_exploring_inside_git_still_hides_its_configs(repo: Path, base: bool) ->
     git = repo / ".git"
     calls = [
         ("Read", {"file_path": str(git / "config")}),
+        ("Read", {"file_path": str(git / "modules/lib/config")}),
         ("Grep", {"pattern": "CANARY", "output_mode": "content"}),
         ("Grep", {"pattern": "CANARY", "output_mode": "count"}),
         ("Glob", {"pattern": "**/*"}),

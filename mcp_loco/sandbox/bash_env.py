@@ -5,7 +5,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Iterable, Iterator
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mcp_loco.sandbox.bash_parse import Word
@@ -38,7 +39,8 @@ class Output:
             room = self.limit - self.size
             head = text[:room]
             newline = head.rfind("\n")
-            self.parts.append(head[: newline + 1] if newline >= 0 else "")
+            # Cut on a line boundary, unless that would leave nothing (head -c of a one-line file).
+            self.parts.append(head[: newline + 1] if newline >= 0 or self.size else head)
             self.full = True
             return False
         self.parts.append(text)
@@ -88,6 +90,28 @@ class Env:
             return True
         return self.out.full
 
+    def withheld(self, st: os.stat_result) -> bool:
+        """True when a size must not be shown: a hard-linked file's or a directory's."""
+        # A hard link's inode may be a file outside the root; a directory's size grows with every entry
+        # on many file systems, secrets included.
+        if stat.S_ISDIR(st.st_mode):
+            return True
+        return stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and not self.ctx.settings.allow_hard_links
+
+    def links(self, st: os.stat_result, fd: int, rel: str) -> int:
+        """The link count as the tools see it: for a directory (open as `fd`), 2 and one per visible subdirectory."""
+        # The kernel's count includes denied subdirectories: it would tell that a .aws or .ssh is there.
+        if not stat.S_ISDIR(st.st_mode) or fd < 0:
+            return st.st_nlink
+        count = 2
+        with os.scandir(fd) as it:
+            for index, entry in enumerate(it):
+                if index % 1000 == 999 and self.deadline.expired():
+                    break
+                if entry.is_dir(follow_symlinks=False) and not self.denied(rel, entry.name):
+                    count += 1
+        return count
+
     def open(self, path: str) -> Handle:
         """Open any operand beneath the root (files, directories, special files)."""
         return self.ctx.open(path)
@@ -120,21 +144,23 @@ class Env:
         else:
             comps = [c for c in word.pattern.split("/") if c not in ("", ".")]
         found: list[list[str]] = [[]]
-        for index, comp in enumerate(comps):
+        for comp in comps:
             if not has_wildcard(comp) or comp == "..":
                 found = [[*f, _unescape(comp)] for f in found]
                 continue
             if comp == "**" or "**" in comp:
                 comp = comp.replace("**", "*")
             regex = re.compile(fnmatch.translate(comp))
-            last = index == len(comps) - 1
             grown: list[list[str]] = []
             for prefix in found:
                 for name in self._names("/".join(prefix) or "."):
+                    self.deadline.check(f"expanding {word.text!r}", "use a narrower pattern, or Glob")
                     if (name.startswith(".") and not comp.startswith(".")) or not regex.match(name):
                         continue
                     candidate = [*prefix, name]
-                    if self.ctx.deny.denied("/".join(candidate)) and last:
+                    if self.ctx.deny.denied("/".join(candidate)):
+                        # Dropped at every level: a denied folder kept as a prefix would be refused by name
+                        # later, which tells that it exists (`ls config/.a*/x` against `ls config/.q*/x`).
                         continue
                     grown.append(candidate)
                     if len(grown) > MAX_EXPANSION:
@@ -152,7 +178,12 @@ class Env:
         with handle:
             if not handle.is_dir:
                 return []
-            return [e.name for e in scan(handle.fd, self.deadline)[0]]
+            rel = handle.rel
+            return [e.name for e in scan(handle.fd, self.deadline, hide=lambda n: self.denied(rel, n))[0]]
+
+    def denied(self, rel: str, name: str) -> bool:
+        """True when the entry `name` of the directory `rel` is on the deny-list."""
+        return self.ctx.deny.denied(f"{rel}/{name}" if rel else name)
 
 
 def _unescape(comp: str) -> str:
@@ -161,14 +192,19 @@ def _unescape(comp: str) -> str:
     return comp
 
 
-def scan(fd: int, deadline: Deadline, limit: int = MAX_DIR_ENTRIES) -> tuple[list[os.DirEntry[str]], bool]:
-    """Entries of an open directory, at most `limit` of them; True when there were more."""
+def scan(
+    fd: int, deadline: Deadline, limit: int = MAX_DIR_ENTRIES, hide: Callable[[str], bool] | None = None
+) -> tuple[list[os.DirEntry[str]], bool]:
+    """Entries of an open directory not hidden by `hide`, at most `limit` of them; True when there were more."""
+    # Hidden entries do not count towards the limit, so where a listing stops says nothing about them.
     entries: list[os.DirEntry[str]] = []
     with os.scandir(fd) as it:
-        for entry in it:
-            if len(entries) >= limit:
+        for index, entry in enumerate(it):
+            if index % 1000 == 999 and deadline.expired():
                 return entries, True
-            if len(entries) % 1000 == 999 and deadline.expired():
+            if hide is not None and hide(entry.name):
+                continue
+            if len(entries) >= limit:
                 return entries, True
             entries.append(entry)
     return entries, False

@@ -15,7 +15,15 @@ from mcp_loco.sandbox.bash_env import Env
 from mcp_loco.sandbox.bash_parse import Parsed, Spec, Word, parse_count, parse_options
 from mcp_loco.sandbox.limits import ToolError, human_size
 from mcp_loco.sandbox.paths import Handle, kind_of
-from mcp_loco.sandbox.textfile import CHUNK, SNIFF_BYTES, LineReader, decode_line, is_binary, tail_bytes
+from mcp_loco.sandbox.textfile import (
+    CHUNK,
+    SNIFF_BYTES,
+    TAIL_MAX_BYTES,
+    LineReader,
+    decode_line,
+    is_binary,
+    tail_bytes,
+)
 
 
 def _open_text(env: Env, path: str, prog: str, binary_ok: bool = False) -> Handle | None:
@@ -174,7 +182,8 @@ def cmd_tail(env: Env, words: list[Word]) -> None:
                 return
             size = handle.st.st_size
             if unit == "bytes":
-                start = max(0, n - 1) if from_start else max(0, size - n)
+                # A start past the end (tail -c +1000000000000) is an empty tail, as in coreutils.
+                start = min(size, max(0, n - 1)) if from_start else max(0, size - n)
                 data = os.pread(handle.fd, min(size - start, env.out.limit + 1), start)
                 env.out.write(data.decode("utf-8", "replace"))
                 continue
@@ -184,7 +193,12 @@ def cmd_tail(env: Env, words: list[Word]) -> None:
                     if i + 1 >= n and not env.out.line(line):
                         break
                 continue
-            data = tail_bytes(handle.fd, size, n, env.deadline)
+            data, cut = tail_bytes(handle.fd, size, n, env.deadline)
+            if cut:
+                env.out.notes.append(
+                    f"(tail read the last {TAIL_MAX_BYTES >> 20} MB of {handle.path}: its first line shown starts "
+                    "inside a longer line; use head or Read to see that line from its start)"
+                )
             max_chars = env.ctx.settings.max_line_chars
             for raw_line in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
                 if not env.out.line(decode_line(raw_line, 0, max_chars)):
@@ -282,11 +296,11 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(seconds))
 
 
-def _stat_format(fmt: str, path: str, st: os.stat_result) -> str:
+def _stat_format(fmt: str, path: str, st: os.stat_result, withheld: bool, links: int) -> str:
     fields = {
         "n": path,
         "N": f"'{path}'",
-        "s": str(st.st_size),
+        "s": "?" if withheld else str(st.st_size),
         "F": kind_of(st.st_mode),
         "a": f"{stat.S_IMODE(st.st_mode):o}",
         "A": stat.filemode(st.st_mode),
@@ -295,8 +309,8 @@ def _stat_format(fmt: str, path: str, st: os.stat_result) -> str:
         "u": str(st.st_uid),
         "g": str(st.st_gid),
         "i": str(st.st_ino),
-        "h": str(st.st_nlink),
-        "b": str(st.st_blocks),
+        "h": str(links),
+        "b": "?" if withheld else str(st.st_blocks),
         "Y": str(int(st.st_mtime)),
         "y": _when(st.st_mtime),
         "X": str(int(st.st_atime)),
@@ -325,13 +339,17 @@ def cmd_stat(env: Env, words: list[Word]) -> None:
             st = handle.st
             env.out.saw(handle.path)
             fmt = opts.value("c")
+            # No size for a hard link or a directory, and a directory's links count only visible subdirectories.
+            withheld = env.withheld(st)
+            links = env.links(st, handle.fd, handle.rel)
             if fmt is not None:
-                env.out.line(_stat_format(fmt, handle.path, st))
+                env.out.line(_stat_format(fmt, handle.path, st, withheld, links))
                 continue
+            size, blocks = ("?", "?") if withheld else (st.st_size, st.st_blocks)
             env.out.line(
                 f"  File: {handle.path}\n"
-                f"  Size: {st.st_size:<15} Blocks: {st.st_blocks:<10} IO Block: {st.st_blksize:<6} {kind_of(st.st_mode)}\n"
-                f"Device: {st.st_dev:x}h/{st.st_dev}d\tInode: {st.st_ino:<11} Links: {st.st_nlink}\n"
+                f"  Size: {size:<15} Blocks: {blocks:<10} IO Block: {st.st_blksize:<6} {kind_of(st.st_mode)}\n"
+                f"Device: {st.st_dev:x}h/{st.st_dev}d\tInode: {st.st_ino:<11} Links: {links}\n"
                 f"Access: ({stat.S_IMODE(st.st_mode):04o}/{stat.filemode(st.st_mode)})  "
                 f"Uid: ({st.st_uid:>5}/{_user(st.st_uid):>8})   Gid: ({st.st_gid:>5}/{_group(st.st_gid):>8})\n"
                 f"Access: {_when(st.st_atime)}\nModify: {_when(st.st_mtime)}\nChange: {_when(st.st_ctime)}"

@@ -91,12 +91,9 @@ class Walk:
     prune: bool = False
     quit: bool = False
     printed: int = 0
-    hidden: int = 0
     visits: int = 0
     deep: bool = False
     partial: bool = False
-    dry: bool = False
-    """Evaluating a hidden (secret) entry: actions do nothing."""
     newer: dict[str, float] = field(default_factory=dict)
 
 
@@ -205,7 +202,7 @@ class _Parser:
             self.has_action = True
 
             def stop(n: Node, w: Walk) -> bool:
-                w.quit = w.quit or not w.dry
+                w.quit = True
                 return True
 
             return stop
@@ -265,27 +262,33 @@ def _size_test(value: str) -> Test:
     body = value[:-1] if value[-1:] in _SIZE_UNITS else value
     compare = _numeric("-size", body)
     unit = _SIZE_UNITS[unit_char]
-    return lambda n, w: compare(math.ceil(n.st.st_size / unit))
+    # A withheld size (a hard link's, a directory's: see Env.withheld) matches no size at all.
+    return lambda n, w: not w.env.withheld(n.st) and compare(math.ceil(n.st.st_size / unit))
 
 
 def _is_empty(n: Node, w: Walk) -> bool:
     if stat.S_ISREG(n.st.st_mode):
-        return n.st.st_size == 0
+        return n.st.st_size == 0 and not w.env.withheld(n.st)
     if not stat.S_ISDIR(n.st.st_mode):
         return False
     fd = open_child(n.parent_fd, n.name) if n.parent_fd >= 0 else None
     if fd is None:
         return False
     try:
+        # Empty as far as the tools can see: a directory holding only secrets is empty, or -empty would
+        # tell that a secret is there.
         with os.scandir(fd) as it:
-            return next(iter(it), None) is None
+            for index, entry in enumerate(it):
+                if index % 1000 == 999 and w.env.deadline.expired():
+                    return False
+                if not w.env.denied(n.rel, entry.name):
+                    return False
+            return True
     finally:
         os.close(fd)
 
 
 def _print(n: Node, w: Walk) -> None:
-    if w.dry:
-        return
     path = w.env.ctx.root.abs(n.rel)
     w.env.out.line(show_name(path))
     w.env.out.saw(path)
@@ -337,8 +340,6 @@ def cmd_find(env: Env, words: list[Word]) -> None:
         env.out.notes.append("(some directories were too large or too slow to list completely; narrow the path)")
     if walk.visits >= MAX_VISITS:
         env.out.notes.append(f"(find stopped after {MAX_VISITS} entries; narrow the path)")
-    if walk.hidden:
-        env.out.notes.append(f"({walk.hidden} entr{'ies' if walk.hidden != 1 else 'y'} hidden: secret deny-list)")
 
 
 def _visit(walk: Walk, parser: _Parser, test: Test, node: Node, fd: int, depth: int) -> None:
@@ -354,7 +355,8 @@ def _visit(walk: Walk, parser: _Parser, test: Test, node: Node, fd: int, depth: 
     if depth >= MAX_DEPTH:
         walk.deep = True  # said once at the end; the descriptors stay few
         return
-    entries, truncated = scan(fd, env.deadline)
+    # Secrets are left out as if they did not exist: never tested, counted or mentioned.
+    entries, truncated = scan(fd, env.deadline, hide=lambda name: env.denied(node.rel, name))
     walk.partial = walk.partial or truncated
     for entry in sorted(entries, key=lambda e: e.name):
         if walk.quit or env.stop() or walk.visits >= MAX_VISITS:
@@ -365,14 +367,6 @@ def _visit(walk: Walk, parser: _Parser, test: Test, node: Node, fd: int, depth: 
         except OSError:
             continue
         child = Node(entry.name, f"{node.shown.rstrip('/')}/{entry.name}", rel, st, fd)
-        if env.ctx.deny.denied(rel):
-            # Not shown and not entered; counted when it would have matched, so the note means something.
-            walk.dry = True
-            try:
-                walk.hidden += 1 if test(child, walk) else 0
-            finally:
-                walk.dry, walk.prune, walk.quit = False, False, walk.quit
-            continue
         child_fd = open_child(fd, entry.name) if stat.S_ISDIR(st.st_mode) else -1
         try:
             _visit(walk, parser, test, child, child_fd if child_fd is not None else -1, depth + 1)

@@ -306,5 +306,3 @@ def _rg_files(env: Env, paths: list[str], globs: list[str]) -> None:
                 return
             env.out.saw(shown)
         env.out.notes += listing.notes
-        if listing.hidden:
-            env.out.notes.append(f"({listing.hidden} files hidden: secret deny-list)")

@@ -29,16 +29,14 @@ class Entry:
     target: str = ""
 
 
-def _entries(env: Env, fd: int, rel: str, show_hidden: bool) -> tuple[list[Entry], int, bool]:
-    """Entries of an open directory: (visible entries, how many secrets were hidden, truncated)."""
-    raw, truncated = scan(fd, env.deadline)
+def _entries(env: Env, fd: int, rel: str, show_dots: bool) -> tuple[list[Entry], bool]:
+    """Entries of an open directory: (visible entries, truncated); secrets are left out without a trace."""
+    raw, truncated = scan(fd, env.deadline, hide=lambda name: env.denied(rel, name))
     out: list[Entry] = []
-    hidden = 0
-    for entry in raw:
-        if entry.name.startswith(".") and not show_hidden:
-            continue
-        if env.ctx.deny.denied(f"{rel}/{entry.name}" if rel else entry.name):
-            hidden += 1
+    for index, entry in enumerate(raw):
+        if index % 1000 == 999 and env.deadline.expired():
+            return out, True
+        if entry.name.startswith(".") and not show_dots:
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -51,7 +49,7 @@ def _entries(env: Env, fd: int, rel: str, show_hidden: bool) -> tuple[list[Entry
             except OSError:
                 target = "?"
         out.append(Entry(entry.name, st, target))
-    return out, hidden, truncated
+    return out, truncated
 
 
 def _link_target(env: Env, rel_dir: str, target: str) -> str:
@@ -77,11 +75,6 @@ def _suffix(mode: int) -> str:
     if stat.S_ISREG(mode) and mode & 0o111:
         return "*"
     return ""
-
-
-def _hidden_note(env: Env, hidden: int) -> None:
-    if hidden:
-        env.out.notes.append(f"({hidden} entr{'ies' if hidden != 1 else 'y'} hidden: secret deny-list)")
 
 
 LS = Spec(
@@ -116,7 +109,6 @@ class _Lister:
         self.long = opts.has("l", "n")
         self.names: dict[tuple[str, int], str] = {}
         self.now = time.time()
-        self.hidden = 0
 
     def _owner(self, kind: str, ident: int) -> str:
         if self.opts.has("n"):
@@ -129,7 +121,7 @@ class _Lister:
                 self.names[key] = str(ident)
         return self.names[key]
 
-    def format(self, name: str, st: os.stat_result, target: str) -> str:
+    def format(self, name: str, st: os.stat_result, target: str, links: int = 0) -> str:
         shown = show_name(name)
         if self.opts.has("F"):
             shown += _suffix(st.st_mode)
@@ -138,14 +130,30 @@ class _Lister:
         if not self.long:
             return shown
         size = human_size(st.st_size) if self.opts.has("h") else str(st.st_size)
+        if self.env.withheld(st):
+            size = "?"  # a hard link's or a directory's size would tell about files not shown
         stamp = time.localtime(st.st_mtime)
         recent = abs(self.now - st.st_mtime) < SIX_MONTHS
         when = time.strftime("%b %e %H:%M" if recent else "%b %e  %Y", stamp)
         line = (
-            f"{stat.filemode(st.st_mode)} {st.st_nlink:>3} {self._owner('u', st.st_uid)} "
+            f"{stat.filemode(st.st_mode)} {links or st.st_nlink:>3} {self._owner('u', st.st_uid)} "
             f"{self._owner('g', st.st_gid)} {size:>8} {when} {shown}"
         )
         return line + (f" -> {show_name(target)}" if target else "")
+
+    def _links(self, fd: int, rel: str, e: Entry) -> int:
+        """A listed entry's link count as the tools see it (directories are opened and counted)."""
+        if not self.long or not stat.S_ISDIR(e.st.st_mode):
+            return 0
+        if e.name in (".", ".."):
+            return self.env.links(e.st, fd, rel)
+        child = open_child(fd, e.name)
+        if child is None:
+            return 0
+        try:
+            return self.env.links(e.st, child, f"{rel}/{e.name}" if rel else e.name)
+        finally:
+            os.close(child)
 
     def sort(self, entries: list[Entry]) -> list[Entry]:
         if self.opts.has("U"):
@@ -154,15 +162,14 @@ class _Lister:
         if self.opts.has("t"):
             entries.sort(key=lambda e: -e.st.st_mtime)
         elif self.opts.has("S"):
-            entries.sort(key=lambda e: -e.st.st_size)
+            entries.sort(key=lambda e: 0 if self.env.withheld(e.st) else -e.st.st_size)
         if self.opts.has("group-directories-first"):
             entries.sort(key=lambda e: not stat.S_ISDIR(e.st.st_mode))
         return entries[::-1] if self.opts.has("r") else entries
 
     def listing(self, fd: int, rel: str, path: str, depth: int) -> None:
         env = self.env
-        entries, hidden, truncated = _entries(env, fd, rel, self.opts.has("a", "A"))
-        self.hidden += hidden
+        entries, truncated = _entries(env, fd, rel, self.opts.has("a", "A"))
         if self.opts.has("a"):
             entries = [Entry(".", os.fstat(fd)), Entry("..", os.fstat(fd)), *entries]
         entries = self.sort(entries)
@@ -170,10 +177,11 @@ class _Lister:
         if not env.out.line(f"{show_name(path)}:"):
             return
         if self.long:
-            blocks = sum(e.st.st_blocks for e in entries if e.name not in (".", "..")) // 2
+            blocks = sum(e.st.st_blocks for e in entries if e.name not in (".", "..") and not env.withheld(e.st)) // 2
             env.out.line(f"total {blocks}")
         for e in entries:
-            if not env.out.line(self.format(e.name, e.st, e.target)):
+            # ls -l opens each subdirectory to count its visible links: that costs time, so watch the clock.
+            if env.stop() or not env.out.line(self.format(e.name, e.st, e.target, self._links(fd, rel, e))):
                 return
             if e.name not in (".", ".."):
                 env.out.saw(env.ctx.root.abs(f"{rel}/{e.name}" if rel else e.name))
@@ -214,7 +222,8 @@ def cmd_ls(env: Env, words: list[Word]) -> None:
                 handle.fd = -1
             else:
                 env.out.saw(handle.path)
-                files.append(lister.format(handle.path, handle.st, ""))
+                links = env.links(handle.st, handle.fd, handle.rel) if lister.long else 0
+                files.append(lister.format(handle.path, handle.st, "", links))
             handle.close()
         for line in files:
             env.out.line(line)
@@ -227,7 +236,6 @@ def cmd_ls(env: Env, words: list[Word]) -> None:
     finally:
         for fd, _, _ in dirs:
             os.close(fd)
-    _hidden_note(env, lister.hidden)
 
 
 TREE = Spec(
@@ -256,7 +264,6 @@ def cmd_tree(env: Env, words: list[Word]) -> None:
         dirs = f"{walker.dirs} director{'ies' if walker.dirs != 1 else 'y'}"
         files = "" if opts.has("d") else f", {walker.files} file{'s' if walker.files != 1 else ''}"
         env.out.line(f"\n{dirs}{files}")
-    _hidden_note(env, walker.hidden)
 
 
 def _name_filter(pattern: str | None) -> re.Pattern[str] | None:
@@ -274,14 +281,15 @@ class _Tree:
         self.only = _name_filter(opts.value("P"))
         self.dirs = 0
         self.files = 0
-        self.hidden = 0
 
     def walk(self, fd: int, rel: str, prefix: str, level: int) -> None:
         env = self.env
-        entries, hidden, truncated = _entries(env, fd, rel, self.opts.has("a"))
-        self.hidden += hidden
+        entries, truncated = _entries(env, fd, rel, self.opts.has("a"))
         keep: list[Entry] = []
-        for e in sorted(entries, key=lambda e: e.name):
+        for index, e in enumerate(sorted(entries, key=lambda e: e.name)):
+            # A crafted -I/-P pattern can cost a millisecond a name: look at the clock as we go.
+            if index % 16 == 15 and env.stop():
+                return
             is_dir = stat.S_ISDIR(e.st.st_mode)
             if self.ignore is not None and self.ignore.match(e.name):
                 continue

@@ -27,7 +27,6 @@ class Listing:
     """Files under a directory that match a glob (paths relative to the root)."""
 
     rels: list[str] = field(default_factory=list)
-    hidden: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -64,8 +63,12 @@ def split_pattern(ctx: Context, pattern: str, path: str | None) -> tuple[str, st
 class _Collector:
     """Takes `rg --files --null` output chunk by chunk, keeping matching, allowed paths with their mtime."""
 
-    def __init__(self, ctx: Context, matcher: GlobMatcher, base_rel: str, dir_fd: int, limit: int) -> None:
+    def __init__(
+        self, ctx: Context, matcher: GlobMatcher, base_rel: str, dir_fd: int, limit: int, deadline: Deadline
+    ) -> None:
         self.ctx = ctx
+        self.deadline = deadline
+        self.timed_out = False
         self.matcher = matcher
         self.prefix = f"{base_rel}/" if base_rel else ""
         self.dir_fd = dir_fd
@@ -83,14 +86,17 @@ class _Collector:
         self.pending = data[end + 1 :]
         match = self.matcher.match
         denied = self.ctx.deny.denied
-        for record in data[:end].decode("utf-8", "surrogateescape").split("\0"):
+        for index, record in enumerate(data[:end].decode("utf-8", "surrogateescape").split("\0")):
+            # A crafted pattern can cost a millisecond a path: look at the clock within a chunk too.
+            if index % 64 == 63 and self.deadline.expired():
+                self.timed_out = True
+                return False
             path = record[2:] if record.startswith("./") else record
             if not match(path):
                 continue
             rel = self.prefix + path
             if denied(rel):
-                self.listing.hidden += 1
-                continue
+                continue  # never counted or mentioned: a count would say that a secret exists
             try:
                 mtime = os.stat(path, dir_fd=self.dir_fd, follow_symlinks=False).st_mtime
             except OSError:
@@ -101,13 +107,13 @@ class _Collector:
 
 def list_files(ctx: Context, base: str, matcher: GlobMatcher, deadline: Deadline, limit: int = MAX_LIST) -> Listing:
     """Run `rg --files` beneath `base`; keep what `matcher` accepts and the deny-list allows, newest first."""
-    # Names only: rg reads no content here, so the deny-list is applied to what it lists (below).
-    args = [*BASE_FLAGS, "--files"]
+    # Secrets are left out by rg already (it does not even enter a denied directory), and again below.
+    args = [*BASE_FLAGS, "--files", "--glob-case-insensitive", *(f"--glob={g}" for g in ctx.deny.rg_excludes())]
     if matcher.name_globs:
         args += [f"--type-add={_CUSTOM_TYPE}:{name}" for name in matcher.name_globs]
         args.append(f"--type={_CUSTOM_TYPE}")
     with ctx.open_dir(base) as handle:
-        collector = _Collector(ctx, matcher, handle.rel, handle.fd, limit)
+        collector = _Collector(ctx, matcher, handle.rel, handle.fd, limit, deadline)
         run = run_rg(
             ctx.rg(),
             [*args, "--", "."],
@@ -120,13 +126,13 @@ def list_files(ctx: Context, base: str, matcher: GlobMatcher, deadline: Deadline
             spawn=ctx.spawn,
             on_stdout=collector.feed,
         )
-    if run.cancelled:
+    if run.cancelled or deadline.cancelled():
         raise ToolError("Glob was cancelled")
     if run.returncode == 2 and not collector.mtimes and run.stderr.strip():
         raise ToolError(f"Glob failed: {run.stderr.strip()[:1000]}")
     listing = collector.listing
     listing.rels = [rel for _, rel in sorted(collector.mtimes)]
-    if run.timed_out:
+    if run.timed_out or collector.timed_out:
         listing.notes.append("(the listing timed out; the results are partial: narrow the pattern or path)")
     elif run.truncated:
         listing.notes.append(
@@ -151,8 +157,6 @@ def run_glob(ctx: Context, arguments: Any, deadline: Deadline) -> ToolResult:
     lines = [show_name(ctx.root.abs(rel)) for rel in shown] or ["No files found"]
     if len(stamped) > limit:
         lines.append(f"... {len(stamped) - limit} more; narrow the pattern (showing the {limit} newest)")
-    if listing.hidden:
-        lines.append(f"({listing.hidden} matching file{'s' if listing.hidden != 1 else ''} hidden: secret deny-list)")
     lines += listing.notes
     text = cut("\n".join(lines), ctx.settings.max_output_chars, "narrow the pattern or path")
     return ToolResult(text, paths=tuple(paths))

@@ -129,19 +129,33 @@ def decode_line(raw: bytes, cut: int, max_chars: int) -> str:
     return line
 
 
-def tail_bytes(fd: int, size: int, lines: int, deadline: Deadline) -> bytes:
-    """The last `lines` lines of a file, read backwards from the end in blocks."""
+# tail reads at most this much from the end: enough for any page of output, bounded for one long line.
+TAIL_MAX_BYTES = 64 << 20
+
+
+def tail_bytes(fd: int, size: int, lines: int, deadline: Deadline) -> tuple[bytes, bool]:
+    """The last `lines` lines of a file, read backwards in blocks; True when TAIL_MAX_BYTES cut the first one."""
+    # Blocks are kept in a list and their newlines counted once each, so a long line costs linear time.
     end = size
-    data = b""
-    while end > 0 and data.count(b"\n") <= lines:
-        deadline.check("tail")
-        start = max(0, end - CHUNK)
-        data = os.pread(fd, end - start, start) + data
-        end = start
-        if len(data) > 64 * CHUNK * 16:
+    blocks: list[bytes] = []
+    newlines = 0
+    # The last newline ends the last line rather than starting one, so it does not count.
+    skip_final = size > 0 and os.pread(fd, 1, size - 1) == b"\n"
+    while end > 0 and newlines - skip_final < lines:
+        deadline.check("tail", "use tail -c N, or Read with an offset")
+        start = max(0, end - CHUNK, size - TAIL_MAX_BYTES)
+        if start >= end:
             break
+        block = os.pread(fd, end - start, start)
+        if not block:
+            break
+        blocks.append(block)
+        newlines += block.count(b"\n")
+        end = start
+    data = b"".join(reversed(blocks))
+    cut = end > 0 and newlines - skip_final < lines
     parts = data.split(b"\n")
     if parts and parts[-1] == b"":
         parts.pop()
-        return b"\n".join(parts[-lines:]) + b"\n" if lines else b""
-    return b"\n".join(parts[-lines:]) if lines else b""
+        return (b"\n".join(parts[-lines:]) + b"\n" if lines else b""), cut and len(parts) <= lines
+    return (b"\n".join(parts[-lines:]) if lines else b""), cut and len(parts) <= lines

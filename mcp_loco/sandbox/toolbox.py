@@ -2,8 +2,8 @@
 
 Policies every tool shares: every path in a result is absolute; everything is opened through the
 confined walk in paths.py; secret files (the deny-list) are refused by name, their content never shown,
-and their names left out of every listing (Glob, ls, find, tree, rg --files), which then say how many
-entries were hidden; every cut says so and how to see more; ripgrep is the only program ever started.
+and their names left out of every listing (Glob, ls, find, tree, rg --files), which never say that
+anything was left out; every cut says so and how to see more; ripgrep is the only program ever started.
 """
 
 from __future__ import annotations

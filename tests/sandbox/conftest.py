@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import write_tree  # the suite's one tree writer (tests/conftest.py)
+from trees import write_tree
 
 from mcp_loco.config import ToolSettings
 from mcp_loco.interfaces import ToolResult

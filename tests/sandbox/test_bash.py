@@ -165,7 +165,7 @@ def test_ls_lists_with_absolute_header_and_hides_secrets(hostile: Hostile) -> No
     names = [line.split()[-1] for line in lines[2:] if " -> " not in line and not line.startswith("(")]
     assert ".env.example" in names and "README.md" in names and "." in names
     assert ".env" not in names and ".npmrc" not in names
-    assert lines[-1] == "(4 entries hidden: secret deny-list)"
+    assert "hidden" not in result.text  # secrets leave no trace, not even a count
     plain = hostile.call("Bash", {"command": "ls src"}).text.splitlines()
     assert plain == [f"{hostile.root}/src:", "app.py", "util"]
     assert hostile.call("Bash", {"command": "ls -d src"}).text.startswith(f"{hostile.root}/src")
@@ -238,8 +238,7 @@ def test_find_prints_absolute_paths_and_supports_expressions(hostile: Hostile) -
     assert lines("find . -name README.md -print -quit") == [f"{root}/README.md"]
     assert lines("find . -name README.md -quit") == ["(no output)"]
     assert lines("find src -size -25c -type f") == [f"{root}/src/util/helpers.py"]
-    secrets = lines("find . -name '*.pem'")
-    assert secrets == ["(1 entry hidden: secret deny-list)"]
+    assert lines("find . -name '*.pem'") == ["(no output)"]  # as if no secret were there
 
 
 def test_tree_stat_file_pwd(hostile: Hostile) -> None:

@@ -16,8 +16,7 @@ import pytest
 
 from mcp_loco.config import ToolSettings
 from mcp_loco.interfaces import ToolResult
-from mcp_loco.sandbox import Toolbox
-from mcp_loco.sandbox import grep as grep_module
+from mcp_loco.sandbox import Toolbox, grep_passes
 from mcp_loco.sandbox.landlock import ConfinedSpawner, abi_version, confined_spawner
 from mcp_loco.sandbox.ripgrep import RgRun, find_rg, run_rg
 
@@ -127,7 +126,7 @@ def test_ripgrep_walk_race_never_leaks(
         exposed[0] += OUTSIDE.encode() in run.stdout
         return run
 
-    monkeypatch.setattr(grep_module, "run_rg", spy)
+    monkeypatch.setattr(grep_passes, "run_rg", spy)
     with swapping(race_tree):
         for _ in range(40):
             result = tb.call("Grep", args)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mcp_loco.sandbox import grep as grep_module
+from mcp_loco.sandbox import grep_passes
 from mcp_loco.sandbox.bash_parse import Spec, Word, parse_options, tokenize
 from mcp_loco.sandbox.bash_search import bre_to_rg
 from mcp_loco.sandbox.globbing import GlobMatcher, expand_braces
@@ -140,7 +140,7 @@ def test_ripgrep_never_gets_a_dangerous_flag(
         seen.append(list(args))
         return run_rg(rg, args, **kwargs)
 
-    monkeypatch.setattr(grep_module, "run_rg", spy)
+    monkeypatch.setattr(grep_passes, "run_rg", spy)
     hostile.call("Grep", arguments)
     assert seen
     forbidden = (
