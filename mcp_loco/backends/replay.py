@@ -88,6 +88,8 @@ class ReplayModel:
             self._next += 1
             self.prompts.append(prompt_text(prompt))
             self.options.append(options)
+        if options.on_text is not None:
+            options.on_text(text)
         n_prompt = self.count_tokens(prompt)
         return Completion(
             text=text,
