@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from proxy_helpers import FakeUpstream, Seen, proxy_settings, serve_app, upstream_message
+from proxy_helpers import CLIENTS, FakeUpstream, Seen, proxy_settings, serve_app, upstream_message
 
 from mcp_loco.interfaces import ChatModel
 from mcp_loco.proxy import create_app
@@ -77,3 +77,11 @@ def run_proxy() -> Iterator[Callable[..., str]]:
             return stack.enter_context(serve_app(app))
 
         yield start
+
+
+@pytest.fixture(autouse=True)
+def close_sdk_clients() -> Iterator[None]:
+    """Every SDK client a test made is closed (an open socket is a ResourceWarning, an error here)."""
+    yield
+    while CLIENTS:
+        CLIENTS.pop().close()

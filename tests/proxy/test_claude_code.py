@@ -6,23 +6,27 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from proxy_helpers import FakeUpstream, proxy_settings, serve_app, upstream_message
+from proxy_helpers import (
+    CLAUDE,
+    MARKER,
+    FakeUpstream,
+    FileReader,
+    claude_env,
+    proxy_settings,
+    run_claude,
+    serve_app,
+    upstream_message,
+)
 
-from mcp_loco.backends.replay import estimate_tokens
-from mcp_loco.interfaces import Completion, GenerateOptions, Prompt, Usage
-from mcp_loco.protocol import format_call, prompt_text
 from mcp_loco.proxy import create_app
 
-CLAUDE = Path(__file__).parents[1] / "clients/node_modules/.bin/claude"
 BIN = Path(sys.executable).parent / "mcp-loco"
-MARKER = "MARKER-7d1f"
 
 pytestmark = pytest.mark.slow
 
@@ -32,72 +36,6 @@ def claude() -> Path:
     if not CLAUDE.exists():
         pytest.fail("Claude Code CLI not installed: run scripts/setup --test (needs npm)")
     return CLAUDE
-
-
-def claude_env(home: Path, base_url: str) -> dict[str, str]:
-    """Offline Claude Code in an isolated HOME, every request to the proxy."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_LOCO_", "ANTHROPIC_", "CLAUDE_"))}
-    home.mkdir(exist_ok=True)
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        ANTHROPIC_BASE_URL=base_url,
-        ANTHROPIC_API_KEY="anything",
-        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-        DISABLE_AUTOUPDATER="1",
-        DISABLE_TELEMETRY="1",
-        DISABLE_ERROR_REPORTING="1",
-    )
-    return env
-
-
-def run_claude(
-    claude: Path, prompt: str, env: dict[str, str], cwd: Path, *args: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(claude), "-p", prompt, "--model", "haiku", *args],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-
-
-class FileReader:
-    """A deterministic model: asks to Read a file when it may, then answers with what Claude Code read for it."""
-
-    n_ctx = 32768
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.prompts: list[str] = []
-        self.lock = threading.Lock()
-
-    def count_tokens(self, prompt: Prompt) -> int:
-        return estimate_tokens(prompt_text(prompt))
-
-    def complete(self, prompt: Prompt, options: GenerateOptions, cancel: threading.Event | None = None) -> Completion:
-        text = prompt_text(prompt)
-        with self.lock:
-            self.prompts.append(text)
-        last_user = text.rsplit("<|im_start|>user\n", 1)[-1]
-        if "<tool_response>" in last_user:
-            answer = f"The marker is {MARKER}." if MARKER in last_user else "The file did not hold the marker."
-        elif options.grammar is not None and '"\\"Read\\""' in options.grammar:
-            answer = "Reading it.\n" + format_call("Read", {"file_path": str(self.path)})
-        else:
-            answer = "ok"  # Claude Code's side requests offer no tools
-        if options.on_text is not None:
-            options.on_text(answer)
-        return Completion(
-            answer, Usage(prompt_tokens=self.count_tokens(prompt), completion_tokens=estimate_tokens(answer))
-        )
-
-    def close(self) -> None:
-        pass
 
 
 def test_claude_code_runs_the_models_tool_calls_itself(claude: Path, sample_repo: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import threading
 import anthropic
 import httpx
 import pytest
-from proxy_helpers import HAIKU, FakeUpstream, upstream_events
+from proxy_helpers import HAIKU, FakeUpstream, sdk, upstream_events
 
 from mcp_loco.backends.replay import ReplayModel
 
@@ -45,7 +45,7 @@ def test_other_models_are_forwarded_unchanged_with_the_clients_headers(run_proxy
 def test_an_upstream_error_is_relayed_as_it_is(run_proxy, upstream: FakeUpstream) -> None:
     upstream.status = 429
     upstream.body = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
-    client = anthropic.Anthropic(base_url=run_proxy(ReplayModel([]), upstream=upstream.url), api_key="k", max_retries=0)
+    client = sdk(run_proxy(ReplayModel([]), upstream=upstream.url))
     with pytest.raises(anthropic.RateLimitError, match="slow down"):
         client.messages.create(model="claude-opus-4-1", max_tokens=10, messages=[{"role": "user", "content": "x"}])
 
@@ -66,7 +66,7 @@ def test_an_upstream_stream_is_relayed_as_it_arrives(run_proxy, upstream: FakeUp
 def test_the_turn_limit_sends_the_original_request_upstream(run_proxy, upstream: FakeUpstream, capfd) -> None:
     model = ReplayModel(["local answer"])
     url = run_proxy(model, upstream=upstream.url, fallback_turns=3)
-    client = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0)
+    client = sdk(url)
     short = client.messages.create(**body(HAIKU, turns=2))  # type: ignore[arg-type]
     assert short.content[0].text == "local answer"  # type: ignore[union-attr]
     long = client.messages.create(**body(HAIKU, turns=3))  # type: ignore[arg-type]
@@ -77,7 +77,7 @@ def test_the_turn_limit_sends_the_original_request_upstream(run_proxy, upstream:
 
 def test_a_prompt_that_would_overflow_the_local_context_goes_upstream(run_proxy, upstream: FakeUpstream) -> None:
     model = ReplayModel(["unused"], n_ctx=600)
-    client = anthropic.Anthropic(base_url=run_proxy(model, upstream=upstream.url), api_key="k", max_retries=0)
+    client = sdk(run_proxy(model, upstream=upstream.url))
     big = "word " * 2000
     reply = client.messages.create(model=HAIKU, max_tokens=10, messages=[{"role": "user", "content": big}])
     assert reply.content[0].text == "from upstream"  # type: ignore[union-attr]
@@ -85,9 +85,7 @@ def test_a_prompt_that_would_overflow_the_local_context_goes_upstream(run_proxy,
 
 
 def test_without_an_upstream_the_limits_are_clear_errors(run_proxy) -> None:
-    client = anthropic.Anthropic(
-        base_url=run_proxy(ReplayModel([], n_ctx=600), upstream="", fallback_turns=2), api_key="k", max_retries=0
-    )
+    client = sdk(run_proxy(ReplayModel([], n_ctx=600), upstream="", fallback_turns=2))
     with pytest.raises(anthropic.BadRequestError, match=r"2 assistant turns \(--fallback-turns 2\).*no upstream"):
         client.messages.create(**body(HAIKU, turns=2))  # type: ignore[arg-type]
     with pytest.raises(anthropic.BadRequestError, match="prompt is too long for the local model"):
@@ -112,7 +110,7 @@ def test_an_unreachable_upstream_is_a_502(run_proxy) -> None:
 
 def test_count_tokens_is_answered_locally_for_local_models(run_proxy, upstream: FakeUpstream) -> None:
     upstream.body = {"input_tokens": 77}
-    client = anthropic.Anthropic(base_url=run_proxy(ReplayModel([]), upstream=upstream.url), api_key="k", max_retries=0)
+    client = sdk(run_proxy(ReplayModel([]), upstream=upstream.url))
     local = client.messages.count_tokens(model=HAIKU, messages=[{"role": "user", "content": "hello " * 50}])
     assert 50 <= local.input_tokens < 600 and upstream.seen == []
     remote = client.messages.count_tokens(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "x"}])

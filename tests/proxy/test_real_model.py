@@ -32,8 +32,11 @@ def client(small_model_path: Path) -> Iterator[anthropic.Anthropic]:
 
     llama = LlamaSettings(n_ctx=4096, n_threads=1, n_threads_batch=1)
     app = create_app(proxy_settings(upstream=""), lambda: LlamaModel(small_model_path, llama))
-    with serve_app(app) as url:
-        yield anthropic.Anthropic(base_url=url, api_key="anything", max_retries=0, timeout=120)
+    with (
+        serve_app(app) as url,
+        anthropic.Anthropic(base_url=url, api_key="anything", max_retries=0, timeout=120) as sdk_client,
+    ):
+        yield sdk_client
 
 
 def test_a_plain_turn(client: anthropic.Anthropic) -> None:

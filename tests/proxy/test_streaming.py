@@ -8,7 +8,7 @@ import time
 import anthropic
 import httpx
 import pytest
-from proxy_helpers import HAIKU
+from proxy_helpers import HAIKU, sdk
 
 from mcp_loco.backends.replay import ReplayModel
 from mcp_loco.errors import Cancelled
@@ -55,7 +55,7 @@ class Ticker:
 
 def test_a_streamed_tool_call_round_trip_through_the_sdk(run_proxy) -> None:
     model = ReplayModel(["I will read it.\n" + format_call("Read", {"file_path": "/src/a.py"}), "It defines main."])
-    client = anthropic.Anthropic(base_url=run_proxy(model, upstream=""), api_key="k", max_retries=0)
+    client = sdk(run_proxy(model, upstream=""))
     messages: list[dict[str, object]] = [{"role": "user", "content": "What is in /src/a.py?"}]
     with client.messages.stream(model=HAIKU, max_tokens=100, messages=messages, tools=[READ]) as stream:  # type: ignore[arg-type]
         text = "".join(stream.text_stream)
@@ -83,7 +83,7 @@ def test_a_streamed_tool_call_round_trip_through_the_sdk(run_proxy) -> None:
 def test_tool_choice_any_forces_a_call_and_none_turns_calls_into_text(run_proxy) -> None:
     call = format_call("Read", {"file_path": "/x"})
     model = ReplayModel([call, call])
-    client = anthropic.Anthropic(base_url=run_proxy(model, upstream=""), api_key="k", max_retries=0)
+    client = sdk(run_proxy(model, upstream=""))
     ask = {"model": HAIKU, "max_tokens": 50, "messages": [{"role": "user", "content": "go"}], "tools": [READ]}
     forced = client.messages.create(**ask, tool_choice={"type": "any"})  # type: ignore[arg-type]
     assert model.options[0].force_tool_call and forced.content[0].type == "tool_use"
@@ -107,7 +107,7 @@ def test_a_client_that_leaves_mid_stream_stops_local_generation(run_proxy) -> No
     assert model.stopped.wait(10), "generation went on after the client left"
     assert time.monotonic() - started < 10
     # The instance is free again.
-    client = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0, timeout=0.5)
+    client = sdk(url, timeout=0.5)
     with pytest.raises(anthropic.APITimeoutError):
         client.messages.create(model=HAIKU, max_tokens=10, messages=[{"role": "user", "content": "again"}])
     assert model.calls == 2
