@@ -33,7 +33,8 @@ TOOLS = [
     {
         "name": name,
         "description": description,
-        "input_schema": {"type": "object", "properties": {key: {"type": "string"}}, "required": [key]},
+        # Bounded strings: a 135M model may otherwise write one path until max_tokens runs out.
+        "input_schema": {"type": "object", "properties": {key: {"type": "string", "maxLength": 80}}, "required": [key]},
     }
     for name, key, description in [
         ("Read", "file_path", "Reads a file from the local filesystem."),
