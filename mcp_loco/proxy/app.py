@@ -73,7 +73,8 @@ class Proxy:
         """Whether a model name matches a --local glob."""
         return any(fnmatch.fnmatchcase(model.lower(), glob.lower()) for glob in self.conf.local)
 
-    async def _body(self, request: Request) -> tuple[bytes, dict[str, Any], str]:
+    async def _read(self, request: Request) -> bytes:
+        """The request body, or a 413 as soon as it passes proxy.max_body_mb."""
         limit = int(self.conf.max_body_mb * 1024 * 1024)
         too_big = ApiError(
             413, "request_too_large", f"the request body exceeds {self.conf.max_body_mb:g} MiB (proxy.max_body_mb)"
@@ -87,7 +88,10 @@ class Proxy:
             if size > limit:
                 raise too_big
             chunks.append(chunk)
-        body = b"".join(chunks)
+        return b"".join(chunks)
+
+    async def _body(self, request: Request) -> tuple[bytes, dict[str, Any], str]:
+        body = await self._read(request)
         data = parse_json(body)
         model = data.get("model")
         if not isinstance(model, str) or not model.strip():
@@ -226,8 +230,7 @@ class Proxy:
                 "not_found_error",
                 f"{request.method} {request.url.path}: not served here, and no upstream is configured",
             )
-        body = await request.body()
-        return await self.upstream.forward(request, body, "path")
+        return await self.upstream.forward(request, await self._read(request), "path")
 
 
 def create_app(settings: Settings, factory: Callable[[], ChatModel], *, models: LocalModels | None = None) -> Starlette:
