@@ -1,4 +1,4 @@
-"""Command line: serve | explore | tool | batch | eval | models | install | doctor | config."""
+"""Command line: serve | proxy | explore | tool | batch | eval | models | install | doctor | config."""
 
 from __future__ import annotations
 
@@ -178,11 +178,39 @@ def cmd_install(args: argparse.Namespace) -> int:
     """Register the server with Claude Code or Claude Desktop."""
     from mcp_loco import install
 
+    if args.client == "claude-code" and args.proxy:  # --proxy: the haiku tier through `mcp-loco proxy`
+        return install.claude_code_proxy(args.scope or "local", args.proxy_url, args.print_only)
     if args.client == "claude-code":
-        return install.claude_code(args.name, args.scope, args.root, args.print_only, args.server_args)
+        return install.claude_code(args.name, args.scope or "user", args.root, args.print_only, args.server_args)
     return install.claude_desktop(
         args.name, args.root, Path(args.config_path) if args.config_path else None, args.server_args
     )
+
+
+# ---- proxy (begin) -------------------------------------------------------------------------------
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    """Serve the Anthropic Messages API: --local models on the local backend, the rest upstream."""
+    from mcp_loco.proxy import serve
+
+    flags = {
+        "host": args.proxy_host,
+        "port": args.proxy_port,
+        "local": args.local,
+        "upstream": "" if (args.upstream or "").strip().lower() == "none" else args.upstream,
+        "fallback_turns": args.fallback_turns,
+        "parallel": args.proxy_parallel,
+    }
+    overrides = _overrides(args)
+    overrides.setdefault("proxy", {}).update({k: v for k, v in flags.items() if v is not None})
+    settings = load_settings(getattr(args, "config", None), overrides)
+    logs.configure(settings.log.level, settings.log.json_format)
+    serve(settings)
+    return 0
+
+
+# ---- proxy (end) ---------------------------------------------------------------------------------
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -267,11 +295,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("client", choices=["claude-code", "claude-desktop"])
     p.add_argument("--name", default="loco", help="server name in the client (default loco)")
-    p.add_argument("--scope", default="user", choices=["local", "user", "project"], help="claude-code scope")
+    p.add_argument(
+        "--scope", choices=["local", "user", "project"], help="claude-code scope (default user; local with --proxy)"
+    )
     p.add_argument("--root", action="append", metavar="DIR", help="directories the server may explore")
     p.add_argument("--print", dest="print_only", action="store_true", help="print the command, do not run it")
+    p.add_argument(
+        "--proxy", action="store_true", help="claude-code: send the haiku tier through `mcp-loco proxy` instead"
+    )
+    p.add_argument("--proxy-url", default="http://127.0.0.1:9091", help="where the proxy listens (with --proxy)")
     p.add_argument("--config-path", help="claude_desktop_config.json to edit (default: the platform's)")
     p.set_defaults(func=cmd_install)
+
+    # ---- proxy (begin) ----
+    p = sub.add_parser(
+        "proxy", help="Anthropic Messages endpoint: Claude Code's haiku-tier subagents on the local model"
+    )
+    p.add_argument("--host", dest="proxy_host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", dest="proxy_port", type=int, help="port (default 9091)")
+    p.add_argument(
+        "--local",
+        action="append",
+        metavar="GLOB",
+        help="model names answered by the local model (default claude-haiku*; '*' = every model; repeatable)",
+    )
+    p.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="where other models and fallbacks go (default https://api.anthropic.com; none = nowhere)",
+    )
+    p.add_argument(
+        "--fallback-turns",
+        dest="fallback_turns",
+        type=int,
+        help="assistant turns before a conversation goes upstream (default 10)",
+    )
+    p.add_argument("--parallel", dest="proxy_parallel", type=int, help="model instances (default 1)")
+    _model_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_proxy)
+    # ---- proxy (end) ----
 
     p = sub.add_parser("doctor", help="check the model, the llama.cpp build, ripgrep and the settings")
     _model_flags(p)

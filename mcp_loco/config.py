@@ -243,6 +243,31 @@ class ServerSettings(Section):
     """Model instances; further calls queue."""
 
 
+class ProxySettings(Section):
+    """The Anthropic Messages proxy (`mcp-loco proxy`): Claude Code's subagents on the local model."""
+
+    host: str = "127.0.0.1"
+    """Bind address; loopback unless told otherwise."""
+    port: int = Field(9091, ge=0, le=65535)
+    """Port (the seed's proxy used 9091)."""
+    local: list[str] = Field(default_factory=lambda: ["claude-haiku*"])
+    """Model-name globs answered by the local model (`*` = every model); the rest go upstream."""
+    upstream: str = "https://api.anthropic.com"
+    """Where other models, and conversations past the local limits, are forwarded. Empty: nowhere (a clear error)."""
+    fallback_turns: int = Field(10, ge=1)
+    """A local conversation with this many assistant turns goes upstream (the model was trained on 10)."""
+    min_room: int = Field(256, ge=16)
+    """Fewer free context tokens than this after the prompt: the request goes upstream (context overflow)."""
+    parallel: int = Field(1, ge=1)
+    """Model instances; a conversation sticks to one so its prefix cache is reused."""
+    max_body_mb: float = Field(32.0, gt=0)
+    """Largest request body accepted, in MiB."""
+    drop_reminders: bool = True
+    """Leave out Claude Code's `<system-reminder>` text blocks, which the model was not trained on."""
+    remember_turns: int = Field(4096, ge=0)
+    """The model's own turns kept byte-exact for prefix reuse (least recently used are forgotten)."""
+
+
 class LogSettings(Section):
     """Logs (always on stderr)."""
 
@@ -263,6 +288,7 @@ class Settings(Section):
     tools: ToolSettings = Field(default_factory=ToolSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
 

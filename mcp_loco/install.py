@@ -68,18 +68,7 @@ def desktop_config_path() -> Path:
 def claude_desktop(name: str, roots: Sequence[str] | None, config_path: Path | None, extra: Sequence[str]) -> int:
     """Add (or replace) this server in claude_desktop_config.json, keeping a backup and every other entry."""
     path = config_path or desktop_config_path()
-    data: dict[str, object] = {}
-    if path.exists():
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8") or "{}")
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON ({e}); fix or move it, then run this again") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} does not hold a JSON object; fix or move it, then run this again")
-        data = loaded
-        backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
-        shutil.copy2(path, backup)
-        print(f"backup: {backup}", file=sys.stderr)
+    data = _read_config(path)
     servers = data.get("mcpServers")
     if servers is None:
         servers = {}
@@ -90,9 +79,71 @@ def claude_desktop(name: str, roots: Sequence[str] | None, config_path: Path | N
     entry = {"command": cmd[0], "args": [*cmd[1:], *serve_args(roots or [str(Path.home())], extra)], "env": {}}
     servers[name] = entry
     data["mcpServers"] = servers
+    _write_config(path, data)
+    print(f"added {name!r} to {path}; restart Claude Desktop to load it", file=sys.stderr)
+    return 0
+
+
+def _read_config(path: Path) -> dict[str, object]:
+    """A client's JSON config (empty when absent), backed up before it is changed."""
+    if not path.exists():
+        return {}
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); fix or move it, then run this again") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} does not hold a JSON object; fix or move it, then run this again")
+    backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+    shutil.copy2(path, backup)
+    print(f"backup: {backup}", file=sys.stderr)
+    return loaded
+
+
+def _write_config(path: Path, data: dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
-    print(f"added {name!r} to {path}; restart Claude Desktop to load it", file=sys.stderr)
+
+
+# ---- `install claude-code --proxy`: route Claude Code's haiku tier through `mcp-loco proxy` ----------
+
+PROXY_URL = "http://127.0.0.1:9091"
+HAIKU_MODEL = "claude-haiku-4-5-20251001"
+"""The haiku tier's name, pinned so it matches the proxy's default --local glob whatever Claude Code's default."""
+
+
+def claude_code_settings_path(scope: str, cwd: Path | None = None) -> Path:
+    """Claude Code's settings file for a scope: user (~/.claude), project or local (./.claude)."""
+    if scope == "user":
+        return Path.home() / ".claude/settings.json"
+    folder = (cwd or Path.cwd()) / ".claude"
+    return folder / ("settings.local.json" if scope == "local" else "settings.json")
+
+
+def proxy_env(url: str) -> dict[str, str]:
+    """The environment Claude Code needs to send its requests through the proxy."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--proxy-url {url!r} is not an http(s) URL, e.g. {PROXY_URL}")
+    return {"ANTHROPIC_BASE_URL": url.rstrip("/"), "ANTHROPIC_DEFAULT_HAIKU_MODEL": HAIKU_MODEL}
+
+
+def claude_code_proxy(scope: str, url: str, print_only: bool) -> int:
+    """Write (or print) the Claude Code settings that send the haiku tier through the proxy, keeping every other key."""
+    path = claude_code_settings_path(scope)
+    env = proxy_env(url)
+    if print_only:
+        print(f"# {path}\n" + json.dumps({"env": env}, indent=2))
+        return 0
+    data = _read_config(path)
+    current = data.get("env") or {}
+    if not isinstance(current, dict):
+        raise ConfigError(f"{path}: env is not a JSON object; fix it, then run this again")
+    data["env"] = {**current, **env}
+    _write_config(path, data)
+    print(
+        f"wrote ANTHROPIC_BASE_URL={env['ANTHROPIC_BASE_URL']} to {path}; start `mcp-loco proxy` before Claude Code",
+        file=sys.stderr,
+    )
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -96,6 +96,8 @@ class Segment(NamedTuple):
 
     text: str
     special: bool = False
+    tokens: tuple[int, ...] | None = None
+    """Token ids that stand for `text` as they are (the model's own earlier turn, for exact prefix reuse)."""
 
 
 Prompt = Sequence[Segment]
@@ -132,6 +134,8 @@ class Completion:
     text: str
     usage: Usage
     finish_reason: FinishReason = "stop"
+    tokens: tuple[int, ...] = ()
+    """The generated token ids, when the backend knows them and they spell `text` exactly (else empty)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,8 @@ class GenerateOptions:
     """The reply must start with a tool call (the grammar then applies from the first token)."""
     stop: tuple[str, ...] = ()
     """Extra stop strings (the end-of-turn marker always stops)."""
+    on_text: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    """Called with each piece of text as it is generated (a streaming preview; the Completion's text is authoritative)."""
 
 
 class ChatModel(Protocol):

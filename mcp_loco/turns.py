@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcp_loco.config import Settings, configs_dir
+from mcp_loco.config import ModelSettings, Settings, configs_dir
 from mcp_loco.errors import Cancelled, ConfigError
 from mcp_loco.grammar import tool_call_grammar
 from mcp_loco.interfaces import (
@@ -109,6 +109,23 @@ FINAL_NUDGE = (
     "found: a comprehensive answer with relevant code snippets and absolute file paths."
 )
 BUDGET_WORDS: dict[StopReason, str] = {"turns": "turn budget", "context": "context window", "deadline": "time budget"}
+
+
+def sampling(
+    m: ModelSettings, max_tokens: int, *, grammar: str | None = None, force: bool = False, stop: tuple[str, ...] = ()
+) -> GenerateOptions:
+    """Generation options with the configured sampling (the explorer, the evals and the proxy share it)."""
+    return GenerateOptions(
+        max_tokens=max_tokens,
+        temperature=m.temperature,
+        top_p=m.top_p,
+        top_k=m.top_k,
+        min_p=m.min_p,
+        seed=m.seed,
+        grammar=grammar,
+        force_tool_call=force,
+        stop=stop,
+    )
 
 
 @dataclass(frozen=True)
@@ -293,16 +310,7 @@ class Turns:
         """Generation options for the room a prompt of `n_prompt` tokens leaves (and at most `limit` tokens)."""
         m = self.settings.model
         room = min(m.max_tokens, self.model.n_ctx - n_prompt, limit if limit is not None else m.max_tokens)
-        return GenerateOptions(
-            max_tokens=max(16, room),
-            temperature=m.temperature,
-            top_p=m.top_p,
-            top_k=m.top_k,
-            min_p=m.min_p,
-            seed=m.seed,
-            grammar=grammar,
-            force_tool_call=force,
-        )
+        return sampling(m, max(16, room), grammar=grammar, force=force)
 
     def tool_messages(self, messages: Sequence[Message], results: list[str]) -> list[Message]:
         """The results as tool messages, cut so the next turn and the report still fit the context."""

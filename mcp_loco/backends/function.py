@@ -62,6 +62,8 @@ class FunctionModel:
             reply = self.fn(Request(text, options, len(self.prompts)))
             self.prompts.append(text)
             self.options.append(options)
+        if options.on_text is not None:
+            options.on_text(reply.text if isinstance(reply, Completion) else reply)
         if isinstance(reply, Completion):
             return reply
         n_prompt = estimate_tokens(text)

@@ -26,6 +26,7 @@ import llama_cpp as _llama_cpp
 import numpy as np
 import structlog
 
+from mcp_loco.backends import byte_preview
 from mcp_loco.config import LlamaSettings
 from mcp_loco.errors import BackendError, Cancelled, ConfigError, ModelError, ModelNotFoundError
 from mcp_loco.grammar import TOOL_CALL_OPEN, generic_tool_call_grammar, validate_grammar
@@ -246,7 +247,9 @@ class LlamaModel:
         """Token ids of the prompt: special segments may become control tokens, nothing else can."""
         ids: list[int] = []
         for seg in prompt:
-            if seg.text:
+            if seg.tokens is not None:  # the model's own tokens for an earlier turn: reused as they are
+                ids += seg.tokens
+            elif seg.text:
                 ids += self._llm.tokenize(seg.text.encode("utf-8"), add_bos=False, special=seg.special)
         if self._add_bos and self._bos >= 0 and ids[:1] != [self._bos]:
             ids.insert(0, self._bos)
@@ -396,6 +399,7 @@ class LlamaModel:
         stops = [s.encode() for s in options.stop if s]
         gen: list[int] = []
         text = b""
+        preview = byte_preview(options)  # the streaming hook (GenerateOptions.on_text)
         finish: FinishReason = "length"
         try:
             while len(gen) < options.max_tokens:
@@ -435,6 +439,7 @@ class LlamaModel:
                     text = text[:hit]
                     finish = "stop"
                     break
+                preview(piece)
                 try:
                     self._eval([token])
                 except Cancelled:
@@ -453,4 +458,6 @@ class LlamaModel:
             prompt_s=round(prompt_s, 3),
             tokens_per_s=round(len(gen) / gen_s, 1) if gen_s > 0 else None,
         )
-        return Completion(text.decode("utf-8", errors="replace"), usage, finish)
+        # A stop string cuts the text inside a token: the tokens then no longer spell it exactly.
+        tokens = () if stops else tuple(gen)
+        return Completion(text.decode("utf-8", errors="replace"), usage, finish, tokens)

@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,7 @@ class _Stream:
     error: BaseException | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+    on_text: Callable[[str], None] | None = None
 
 
 class OpenAICompatModel:
@@ -245,7 +246,7 @@ class OpenAICompatModel:
             log.debug(
                 "http.request", endpoint=ep.url, conversation=key, attempt=attempt + 1, grammar=grammar is not None
             )
-            stream = self._run(ep, body, watch, cancel)
+            stream = self._run(ep, body, watch, cancel, options.on_text)
             if stream.error is None:
                 log.info(
                     "http.completion",
@@ -270,9 +271,16 @@ class OpenAICompatModel:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _run(self, ep: _Endpoint, body: dict[str, Any], watch: bool, cancel: threading.Event | None) -> _Stream:
+    def _run(
+        self,
+        ep: _Endpoint,
+        body: dict[str, Any],
+        watch: bool,
+        cancel: threading.Event | None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> _Stream:
         """Stream on a worker thread; return when it ends, or at once (finish 'cancelled') when cancelled."""
-        stream = _Stream()
+        stream = _Stream(on_text=on_text)
         worker = threading.Thread(target=self._worker, args=(ep, body, watch, stream), daemon=True, name="loco-http")
         with self._lock:
             self._workers.add(worker)
@@ -340,6 +348,8 @@ class OpenAICompatModel:
             if piece:
                 stream.chunks += 1
                 stream.text += piece
+                if stream.on_text is not None:
+                    stream.on_text(piece)
             reason = choice.get("finish_reason")
             if reason:
                 stream.finish = "length" if reason == "length" else "stop"
