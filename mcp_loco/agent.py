@@ -6,6 +6,7 @@ write the report. How each turn is built and served lives in turns.py.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -148,9 +149,19 @@ class Explorer:
             run.transcript.prompt(prompt)
         numbered = doing == "thinking"
         run.tell(doing, numbered=numbered)
+        pieces = [0]  # what the backend has written so far, for the heartbeat
+
+        def wrote(_: str) -> None:
+            pieces[0] += 1
+
+        def beat(seconds: float) -> None:
+            written = f", {pieces[0]} tokens written" if pieces[0] else ""
+            run.tell(f"{doing} ({seconds:.0f} s{written})", numbered=numbered)
+
         t0 = time.monotonic()
         try:
-            with heartbeat(lambda s: run.tell(f"{doing} ({s:.0f} s)", numbered=numbered)):
+            with heartbeat(beat):
+                options = dataclasses.replace(options, on_text=wrote)
                 completion = self.model.complete(prompt, options, cancel=stop or run.stop)
         except Cancelled:
             run.check_cancel()
