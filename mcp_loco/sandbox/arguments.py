@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mcp_loco.sandbox.limits import ToolError
+from mcp_loco.sandbox.limits import ToolFailure
 
 # Longest string argument accepted; longer ones are model misbehaviour, not a real path or pattern.
 MAX_ARG_CHARS = 20_000
@@ -26,7 +26,7 @@ def as_object(arguments: Any, example: str) -> dict[str, Any]:
     if arguments is None:
         return {}
     if not isinstance(arguments, Mapping):
-        raise ToolError(f"arguments must be a JSON object, e.g. {example}; got {type(arguments).__name__}")
+        raise ToolFailure(f"arguments must be a JSON object, e.g. {example}; got {type(arguments).__name__}")
     return {str(k): v for k, v in arguments.items()}
 
 
@@ -43,15 +43,15 @@ def text(args: Args, names: Sequence[str], *, required: bool = False, example: s
     name, value = _pick(args, names)
     if value is None:
         if required:
-            raise ToolError(f"missing required argument '{names[0]}'{f', e.g. {example}' if example else ''}")
+            raise ToolFailure(f"missing required argument '{names[0]}'{f', e.g. {example}' if example else ''}")
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ToolError(f"argument '{name}' must be a string, got {type(value).__name__}")
+        raise ToolFailure(f"argument '{name}' must be a string, got {type(value).__name__}")
     value = str(value)
     if len(value) > MAX_ARG_CHARS:
-        raise ToolError(f"argument '{name}' is too long ({len(value)} characters; at most {MAX_ARG_CHARS})")
+        raise ToolFailure(f"argument '{name}' is too long ({len(value)} characters; at most {MAX_ARG_CHARS})")
     if required and not value:
-        raise ToolError(f"argument '{name}' is empty{f'; give e.g. {example}' if example else ''}")
+        raise ToolFailure(f"argument '{name}' is empty{f'; give e.g. {example}' if example else ''}")
     return value
 
 
@@ -78,9 +78,9 @@ def integer(args: Args, names: Sequence[str], *, minimum: int = 0) -> int | None
             if as_float.is_integer():
                 number = int(as_float)
     if number is None:
-        raise ToolError(f"argument '{name}' must be an integer, got {value!r}")
+        raise ToolFailure(f"argument '{name}' must be an integer, got {value!r}")
     if number < minimum:
-        raise ToolError(f"argument '{name}' must be at least {minimum}, got {number}")
+        raise ToolFailure(f"argument '{name}' must be at least {minimum}, got {number}")
     return number
 
 
@@ -95,7 +95,7 @@ def flag(args: Args, names: Sequence[str]) -> bool | None:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise ToolError(f"argument '{name}' must be true or false, got {value!r}")
+    raise ToolFailure(f"argument '{name}' must be true or false, got {value!r}")
 
 
 def choice(args: Args, names: Sequence[str], options: Sequence[str], default: str) -> str:
@@ -104,5 +104,5 @@ def choice(args: Args, names: Sequence[str], options: Sequence[str], default: st
     if value is None or value == "":
         return default
     if value not in options:
-        raise ToolError(f"argument '{names[0]}' must be one of {', '.join(options)}; got {value!r}")
+        raise ToolFailure(f"argument '{names[0]}' must be one of {', '.join(options)}; got {value!r}")
     return value

@@ -26,8 +26,8 @@ from mcp_loco.sandbox.bash_find import cmd_find
 from mcp_loco.sandbox.bash_parse import Word, tokenize
 from mcp_loco.sandbox.bash_search import cmd_egrep, cmd_fgrep, cmd_grep, cmd_rg
 from mcp_loco.sandbox.bash_tree import cmd_ls, cmd_tree
-from mcp_loco.sandbox.context import Context
-from mcp_loco.sandbox.limits import Deadline, ToolError
+from mcp_loco.sandbox.context import ToolContext
+from mcp_loco.sandbox.limits import Deadline, ToolFailure
 
 EXAMPLE = '{"command": "ls -la /abs/dir", "description": "List the directory"}'
 MIN_TIMEOUT_S = 1.0
@@ -37,7 +37,7 @@ Command = Callable[[Env, list[Word]], None]
 def cmd_pwd(env: Env, words: list[Word]) -> None:
     """pwd: the explored root."""
     if words:
-        raise ToolError("pwd takes no arguments here")
+        raise ToolFailure("pwd takes no arguments here")
     env.out.line(env.ctx.root.path)
 
 
@@ -69,14 +69,14 @@ _SPECIAL = {
 def _program(words: list[Word]) -> str:
     name = words[0].text
     if words[0].pattern is not None:
-        raise ToolError(f"the program name {name!r} contains a wildcard; name the program")
+        raise ToolFailure(f"the program name {name!r} contains a wildcard; name the program")
     if name.startswith(_SYSTEM_DIRS):
         name = name.rsplit("/", 1)[-1]
     if name in _SPECIAL:
-        raise ToolError(_SPECIAL[name])
+        raise ToolFailure(_SPECIAL[name])
     if name not in PROGRAMS:
         where = " from the repository" if "/" in name else ""
-        raise ToolError(
+        raise ToolFailure(
             f"'{name}' cannot run here{where}: this Bash is read-only and runs only "
             f"{', '.join(p for p in PROGRAMS if p not in ('egrep', 'fgrep'))}; "
             "use Read to read files, Grep to search them and Glob to find them by name"
@@ -92,7 +92,7 @@ def _survived(path: str, kept: str, dropped: str) -> bool:
     return path not in dropped and name not in dropped  # content commands show no path at all
 
 
-def run_bash(ctx: Context, arguments: Any, deadline: Deadline) -> ToolResult:
+def run_bash(ctx: ToolContext, arguments: Any, deadline: Deadline) -> ToolResult:
     """Serve one Bash call (the model's `timeout` replaces the default deadline, within bash_max_timeout_s)."""
     args = A.as_object(arguments, EXAMPLE)
     command = A.text(args, ("command", "cmd"), required=True, example=EXAMPLE)
@@ -107,7 +107,7 @@ def run_bash(ctx: Context, arguments: Any, deadline: Deadline) -> ToolResult:
     env = Env(ctx, Deadline(seconds, deadline.cancel), Output(settings.max_output_chars))
     try:
         PROGRAMS[name](env, words[1:])
-    except ToolError as e:
+    except ToolFailure as e:
         if not env.out.parts:
             return ToolResult(str(e), ok=False)
         env.out.error(str(e))

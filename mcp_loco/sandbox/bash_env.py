@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mcp_loco.sandbox.bash_parse import Word
-from mcp_loco.sandbox.context import Context
+from mcp_loco.sandbox.context import ToolContext
 from mcp_loco.sandbox.globbing import has_wildcard
-from mcp_loco.sandbox.limits import NOTE_ROOM, Deadline, ToolError, clean
+from mcp_loco.sandbox.limits import NOTE_ROOM, Deadline, ToolFailure, clean
 from mcp_loco.sandbox.paths import Handle, MissingPathError
 
 MAX_EXPANSION = 500
@@ -78,7 +78,7 @@ class Output:
 class Env:
     """One running command: the context, the deadline and the output."""
 
-    ctx: Context
+    ctx: ToolContext
     deadline: Deadline
     out: Output
     timed_out: bool = field(default=False)
@@ -121,7 +121,7 @@ class Env:
         for path in paths:
             try:
                 yield self.open(path)
-            except ToolError as e:
+            except ToolFailure as e:
                 self.out.error(f"{program}: {e}")
 
     def paths(self, words: list[Word]) -> list[str]:
@@ -140,7 +140,7 @@ class Env:
         if word.pattern.startswith("/"):
             comps = root.rel_of(word.pattern)
             if comps is None:
-                raise ToolError(f"{word.text!r} is outside the explored root {root.path}; use paths inside it")
+                raise ToolFailure(f"{word.text!r} is outside the explored root {root.path}; use paths inside it")
         else:
             comps = [c for c in word.pattern.split("/") if c not in ("", ".")]
         found: list[list[str]] = [[]]
@@ -164,10 +164,12 @@ class Env:
                         continue
                     grown.append(candidate)
                     if len(grown) > MAX_EXPANSION:
-                        raise ToolError(f"{word.text!r} matches more than {MAX_EXPANSION} paths; narrow it or use Glob")
+                        raise ToolFailure(
+                            f"{word.text!r} matches more than {MAX_EXPANSION} paths; narrow it or use Glob"
+                        )
             found = grown
         if not found:
-            raise ToolError(f"no file matches {word.text!r}; use Glob to find files by pattern")
+            raise ToolFailure(f"no file matches {word.text!r}; use Glob to find files by pattern")
         return sorted(root.abs("/".join(f)) for f in found)
 
     def _names(self, user_path: str) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from mcp_loco.sandbox.bash_env import Env
 from mcp_loco.sandbox.bash_parse import Parsed, Spec, Word, parse_count, parse_options
-from mcp_loco.sandbox.limits import ToolError, human_size
+from mcp_loco.sandbox.limits import ToolFailure, human_size
 from mcp_loco.sandbox.paths import Handle, kind_of
 from mcp_loco.sandbox.textfile import (
     CHUNK,
@@ -29,7 +29,7 @@ from mcp_loco.sandbox.textfile import (
 def _open_text(env: Env, path: str, prog: str, binary_ok: bool = False) -> Handle | None:
     try:
         handle = env.ctx.open_file(path, prog)
-    except ToolError as e:
+    except ToolFailure as e:
         env.out.error(f"{prog}: {e}")
         return None
     if not binary_ok and is_binary(handle.fd):
@@ -52,7 +52,7 @@ def _lines(env: Env, handle: Handle) -> Iterator[str]:
 
 def _need_files(prog: str, paths: list[str]) -> None:
     if not paths:
-        raise ToolError(f"{prog}: give a file operand (stdin is empty here), e.g. {prog} /abs/path/file")
+        raise ToolFailure(f"{prog}: give a file operand (stdin is empty here), e.g. {prog} /abs/path/file")
 
 
 CAT = Spec(
@@ -323,7 +323,7 @@ def _stat_format(fmt: str, path: str, st: os.stat_result, withheld: bool, links:
     def sub(m: re.Match[str]) -> str:
         key = m.group(1)
         if key not in fields:
-            raise ToolError(f"stat: format directive %{key} is not supported (supported: %{' %'.join(fields)})")
+            raise ToolFailure(f"stat: format directive %{key} is not supported (supported: %{' %'.join(fields)})")
         return fields[key]
 
     return re.sub(r"%(.)", sub, fmt)
@@ -432,10 +432,10 @@ def cmd_sed(env: Env, words: list[Word]) -> None:
     """sed -n 'A,Bp' FILE: print a line range (no other sed scripts run)."""
     opts = parse_options("sed", words, SED)
     if not opts.has("n") or len(opts.operands) < 2:
-        raise ToolError(SED_ONLY)
+        raise ToolFailure(SED_ONLY)
     match = _SED_RANGE.match(opts.operands[0].text)
     if match is None:
-        raise ToolError(SED_ONLY)
+        raise ToolFailure(SED_ONLY)
     first = int(match.group(1))
     last = first if match.group(2) is None else (1 << 62 if match.group(2) == "$" else int(match.group(2)))
     for path in env.paths(opts.operands[1:]):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from mcp_loco.sandbox.bash_env import Env, open_child, scan
 from mcp_loco.sandbox.bash_parse import Word
-from mcp_loco.sandbox.limits import ToolError, show_name
+from mcp_loco.sandbox.limits import ToolFailure, show_name
 
 MAX_DEPTH = 100
 MAX_VISITS = 500_000
@@ -123,7 +123,7 @@ class _Parser:
             return lambda n, w: True
         test = self.or_expr()
         if self.peek() is not None:
-            raise ToolError(f"find: unexpected {self.peek()!r} in the expression")
+            raise ToolFailure(f"find: unexpected {self.peek()!r} in the expression")
         return test
 
     def or_expr(self) -> Test:
@@ -146,7 +146,7 @@ class _Parser:
     def unary(self) -> Test:
         word = self.peek()
         if word is None:
-            raise ToolError("find: the expression ends too early")
+            raise ToolFailure("find: the expression ends too early")
         if word in ("!", "-not"):
             self.take()
             inner = self.unary()
@@ -155,7 +155,7 @@ class _Parser:
             self.take()
             inner = self.or_expr()
             if self.peek() != ")":
-                raise ToolError("find: missing ')' in the expression")
+                raise ToolFailure("find: missing ')' in the expression")
             self.take()
             return inner
         return self.primary()
@@ -163,13 +163,13 @@ class _Parser:
     def primary(self) -> Test:
         word = self.take()
         if word in _REFUSED:
-            raise ToolError(f"find: {word} is not allowed: {_REFUSED[word]}")
+            raise ToolFailure(f"find: {word} is not allowed: {_REFUSED[word]}")
         if word in _IGNORED:
             return lambda n, w: True
         if word in _GLOBAL:
             value = self._arg(word)
             if not value.isdigit():
-                raise ToolError(f"find: {word} needs a number, got {value!r}")
+                raise ToolFailure(f"find: {word} needs a number, got {value!r}")
             if word == "-maxdepth":
                 self.maxdepth = int(value)
             else:
@@ -179,14 +179,14 @@ class _Parser:
             return self._simple(word)
         if word in _ARG_TESTS:
             return self._with_arg(word, self._arg(word))
-        raise ToolError(
+        raise ToolFailure(
             f"find: {word!r} is not supported here (supported: -name -iname -path -ipath -type -size -empty "
             "-mtime -mmin -newer -maxdepth -mindepth -print -prune -quit, with ! -a -o and parentheses)"
         )
 
     def _arg(self, word: str) -> str:
         if self.peek() is None:
-            raise ToolError(f"find: {word} needs a value")
+            raise ToolFailure(f"find: {word} needs a value")
         return self.take()
 
     def _simple(self, word: str) -> Test:
@@ -229,7 +229,7 @@ class _Parser:
         if word == "-type":
             checks = [_TYPES.get(t) for t in value.split(",")]
             if not value or any(c is None for c in checks):
-                raise ToolError(f"find: -type takes f, d, l, p, s, c or b (comma-separated), got {value!r}")
+                raise ToolFailure(f"find: -type takes f, d, l, p, s, c or b (comma-separated), got {value!r}")
             return lambda n, w: any(c(n.st.st_mode) for c in checks if c is not None)
         if word == "-size":
             return _size_test(value)
@@ -248,7 +248,7 @@ def _numeric(word: str, value: str) -> Callable[[float], bool]:
     sign = value[:1] if value[:1] in "+-" else ""
     digits = value[len(sign) :]
     if not digits.isdigit():
-        raise ToolError(f"find: {word} needs a number like 7, +7 or -7, got {value!r}")
+        raise ToolFailure(f"find: {word} needs a number like 7, +7 or -7, got {value!r}")
     number = int(digits)
     if sign == "+":
         return lambda x: x > number
@@ -301,9 +301,9 @@ def _split(words: list[Word]) -> tuple[list[Word], list[str]]:
     while i < len(words) and (words[i].text in ("-P", "-L", "-H") or words[i].text.startswith(("-D", "-O"))):
         option = words[i].text
         if option in _REFUSED:
-            raise ToolError(f"find: {option} is not allowed: {_REFUSED[option]}")
+            raise ToolFailure(f"find: {option} is not allowed: {_REFUSED[option]}")
         if option != "-P":
-            raise ToolError(f"find: {option} is not supported here")
+            raise ToolFailure(f"find: {option} is not supported here")
         i += 1
     start = i
     while (
@@ -327,7 +327,7 @@ def cmd_find(env: Env, words: list[Word]) -> None:
             break
         try:
             handle = env.open(path)
-        except ToolError as e:
+        except ToolFailure as e:
             env.out.error(f"find: {e}")
             continue
         shown = typed if typed == path else path

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mcp_loco.sandbox.limits import ToolError
+from mcp_loco.sandbox.limits import ToolFailure
 
 MAX_COMMAND_CHARS = 8000
 
@@ -44,11 +44,11 @@ class Word:
 def tokenize(command: str) -> list[Word]:
     """Split a command line into words, refusing any shell syntax beyond quoting."""
     if len(command) > MAX_COMMAND_CHARS:
-        raise ToolError(f"the command is too long ({len(command)} characters; at most {MAX_COMMAND_CHARS})")
+        raise ToolFailure(f"the command is too long ({len(command)} characters; at most {MAX_COMMAND_CHARS})")
     if "\n" in command or "\r" in command:
-        raise ToolError("the command contains a line break; give one command per Bash call, on one line")
+        raise ToolFailure("the command contains a line break; give one command per Bash call, on one line")
     if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in command):
-        raise ToolError("the command contains control characters; write it as plain text")
+        raise ToolFailure("the command contains control characters; write it as plain text")
     words: list[Word] = []
     text: list[str] = []
     pattern: list[str] = []
@@ -79,7 +79,7 @@ def tokenize(command: str) -> list[Word]:
             if c == '"':
                 quote = ""
             elif c == "`" or (c == "$" and _expands(command, i, quoted=True)):
-                raise ToolError(_OPERATORS[c])
+                raise ToolFailure(_OPERATORS[c])
             elif c == "\\" and i + 1 < n and command[i + 1] in '"\\$`':
                 text.append(command[i + 1])
                 pattern.append(_GLOB_ESCAPES.get(command[i + 1], command[i + 1]))
@@ -94,11 +94,11 @@ def tokenize(command: str) -> list[Word]:
             i += 1
             continue
         if c in _OPERATORS and (c != "$" or _expands(command, i, quoted=False)):
-            raise ToolError(_OPERATORS[c])
+            raise ToolFailure(_OPERATORS[c])
         if c == "#" and not in_word:
-            raise ToolError("comments (#) are not supported; drop them")
+            raise ToolFailure("comments (#) are not supported; drop them")
         if c == "~" and not in_word:
-            raise ToolError(
+            raise ToolFailure(
                 "'~' (the home directory) is not expanded here: use absolute paths inside the explored root"
             )
         in_word = True
@@ -106,7 +106,7 @@ def tokenize(command: str) -> list[Word]:
             quote = c
         elif c == "\\":
             if i + 1 >= n:
-                raise ToolError("the command ends with a lone backslash")
+                raise ToolFailure("the command ends with a lone backslash")
             text.append(command[i + 1])
             pattern.append(_GLOB_ESCAPES.get(command[i + 1], command[i + 1]))
             i += 1
@@ -114,19 +114,19 @@ def tokenize(command: str) -> list[Word]:
             if c in "*?[":
                 has_glob = True
             if c == "{" and _brace_expansion(command, i):
-                raise ToolError("brace expansion ({a,b}) is not supported: no shell runs here; list each path")
+                raise ToolFailure("brace expansion ({a,b}) is not supported: no shell runs here; list each path")
             text.append(c)
             pattern.append(c)
         i += 1
     if quote:
-        raise ToolError(f"unterminated {quote} quote in the command")
+        raise ToolFailure(f"unterminated {quote} quote in the command")
     finish()
     if not words:
-        raise ToolError("the command is empty; give a command such as ls -la /abs/dir")
+        raise ToolFailure("the command is empty; give a command such as ls -la /abs/dir")
     first = words[0].text
     name, eq, _ = first.partition("=")
     if eq and name and (name[0].isalpha() or name[0] == "_") and name.replace("_", "a").isalnum():
-        raise ToolError(f"environment assignments ({name}=...) are not supported: run the program alone")
+        raise ToolFailure(f"environment assignments ({name}=...) are not supported: run the program alone")
     return words
 
 
@@ -221,12 +221,12 @@ def parse_options(prog: str, words: Sequence[Word], spec: Spec) -> Parsed:
             if name in spec.long_value:
                 if not eq:
                     if i >= len(words):
-                        raise ToolError(f"{prog}: option --{name} needs a value")
+                        raise ToolFailure(f"{prog}: option --{name} needs a value")
                     value = words[i].text
                     i += 1
             elif name in spec.long:
                 if eq:
-                    raise ToolError(f"{prog}: option --{name} takes no value")
+                    raise ToolFailure(f"{prog}: option --{name} takes no value")
             elif name not in spec.long_optional:
                 _unknown_long(prog, name, spec)
             out.options.setdefault(spec.aliases.get(name, name), []).append(value)
@@ -243,30 +243,30 @@ def parse_options(prog: str, words: Sequence[Word], spec: Spec) -> Parsed:
                 value = cluster[j + 1 :]
                 if not value:
                     if i >= len(words):
-                        raise ToolError(f"{prog}: option -{c} needs a value")
+                        raise ToolFailure(f"{prog}: option -{c} needs a value")
                     value = words[i].text
                     i += 1
                 out.options.setdefault(c, []).append(value)
                 break
             else:
-                raise ToolError(f"{prog}: option -{c} is not supported here (supported: {spec.describe()})")
+                raise ToolFailure(f"{prog}: option -{c} is not supported here (supported: {spec.describe()})")
     return out
 
 
 def _refuse(prog: str, option: str, spec: Spec) -> None:
     why = spec.refused.get(option)
     if why:
-        raise ToolError(f"{prog}: option {option} is not allowed: {why}")
+        raise ToolFailure(f"{prog}: option {option} is not allowed: {why}")
 
 
 def _unknown_long(prog: str, name: str, spec: Spec) -> None:
     known = [*spec.long, *spec.long_value, *spec.long_optional, *(r[2:] for r in spec.refused if r.startswith("--"))]
     fuller = [k for k in known if k.startswith(name)] if name else []
     if fuller:
-        raise ToolError(
+        raise ToolFailure(
             f"{prog}: write the option in full (--{fuller[0]}, not --{name}); abbreviations are not accepted"
         )
-    raise ToolError(f"{prog}: option --{name} is not supported here (supported: {spec.describe()})")
+    raise ToolFailure(f"{prog}: option --{name} is not supported here (supported: {spec.describe()})")
 
 
 def parse_count(prog: str, option: str, value: str) -> int:
@@ -280,4 +280,4 @@ def parse_count(prog: str, option: str, value: str) -> int:
     try:
         return int(raw) * factor
     except ValueError:
-        raise ToolError(f"{prog}: {option} needs a number, got {value!r}") from None
+        raise ToolFailure(f"{prog}: {option} needs a number, got {value!r}") from None

@@ -7,7 +7,7 @@ from mcp_loco.sandbox.bash_parse import Parsed, Spec, Word, parse_count, parse_o
 from mcp_loco.sandbox.glob import list_files
 from mcp_loco.sandbox.globbing import GlobMatcher
 from mcp_loco.sandbox.grep import GrepQuery, run_grep
-from mcp_loco.sandbox.limits import ToolError, show_name
+from mcp_loco.sandbox.limits import ToolFailure, show_name
 
 GREP = Spec(
     short="rRnilcvwFEGohHsIq",
@@ -183,7 +183,7 @@ def _number(prog: str, opts: Parsed, key: str) -> int:
         return 0
     number = parse_count(prog, f"-{key}", value)
     if number < 0:
-        raise ToolError(f"{prog}: -{key} needs a number of 0 or more, got {value!r}")
+        raise ToolFailure(f"{prog}: -{key} needs a number of 0 or more, got {value!r}")
     return number
 
 
@@ -227,14 +227,14 @@ def cmd_grep(env: Env, words: list[Word], prog: str = "grep") -> None:
     patterns = opts.options.get("e") or []
     if not patterns:
         if not operands:
-            raise ToolError(f"{prog}: give a pattern, e.g. {prog} -rn 'def main' /abs/dir")
+            raise ToolFailure(f"{prog}: give a pattern, e.g. {prog} -rn 'def main' /abs/dir")
         patterns = [operands.pop(0).text]
     extended = opts.has("E") or prog == "egrep"
     fixed = opts.has("F") or prog == "fgrep"
     converted = [p if extended or fixed else bre_to_rg(p) for p in patterns]
     pattern = converted[0] if len(converted) == 1 else "|".join(f"(?:{p})" for p in converted)
     if fixed and len(patterns) > 1:
-        raise ToolError(f"{prog}: -F takes one pattern here")
+        raise ToolFailure(f"{prog}: -F takes one pattern here")
     query = GrepQuery(pattern=pattern, tool=prog, ignore_case=opts.has("i"), line_numbers=opts.has("n"), plain=True)
     _common(prog, opts, query)
     query.fixed = fixed
@@ -245,11 +245,11 @@ def cmd_grep(env: Env, words: list[Word], prog: str = "grep") -> None:
     targets = env.paths(operands)
     if not opts.has("r", "R"):
         if not targets:
-            raise ToolError(f"{prog} reads stdin here, which is empty: give a file, or -r and a directory")
+            raise ToolFailure(f"{prog} reads stdin here, which is empty: give a file, or -r and a directory")
         for target in targets:
             with env.open(target) as handle:
                 if handle.is_dir:
-                    raise ToolError(f"{prog}: {handle.path} is a directory; add -r to search it")
+                    raise ToolFailure(f"{prog}: {handle.path} is a directory; add -r to search it")
     _run(env, query, targets)
 
 
@@ -274,7 +274,7 @@ def cmd_rg(env: Env, words: list[Word]) -> None:
     patterns = opts.options.get("e") or []
     if not patterns:
         if not operands:
-            raise ToolError("rg: give a pattern, e.g. rg -n 'def main' /abs/dir")
+            raise ToolFailure("rg: give a pattern, e.g. rg -n 'def main' /abs/dir")
         patterns = [operands.pop(0).text]
     pattern = patterns[0] if len(patterns) == 1 else "|".join(f"(?:{p})" for p in patterns)
     smart = opts.has("S") and not any(c.isupper() for c in pattern)

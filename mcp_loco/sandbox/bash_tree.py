@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from mcp_loco.sandbox.bash_env import Env, open_child, scan
 from mcp_loco.sandbox.bash_parse import Parsed, Spec, Word, parse_options
 from mcp_loco.sandbox.context import lexical
-from mcp_loco.sandbox.limits import ToolError, human_size, show_name
+from mcp_loco.sandbox.limits import ToolFailure, human_size, show_name
 
 MAX_DEPTH = 64
 SIX_MONTHS = 182 * 24 * 3600
@@ -252,7 +252,7 @@ def cmd_tree(env: Env, words: list[Word]) -> None:
     opts = parse_options("tree", words, TREE)
     level = opts.value("L")
     if level is not None and not level.isdigit():
-        raise ToolError(f"tree: -L needs a positive number, got {level!r}")
+        raise ToolFailure(f"tree: -L needs a positive number, got {level!r}")
     walker = _Tree(env, opts, int(level) if level else MAX_DEPTH)
     for handle in env.opened("tree", env.paths(opts.operands) or ["."]):
         with handle:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mcp_loco.config import ToolSettings
 from mcp_loco.sandbox.denylist import DenyList
-from mcp_loco.sandbox.limits import ToolError
+from mcp_loco.sandbox.limits import ToolFailure
 from mcp_loco.sandbox.paths import Handle, PathError, Root
 from mcp_loco.sandbox.ripgrep import Spawn
 
@@ -28,7 +28,7 @@ class SecretPathError(PathError):
 
 
 @dataclass(frozen=True)
-class Context:
+class ToolContext:
     """The root, deny-list and settings one Toolbox shares between its tools (immutable, thread-safe)."""
 
     root: Root
@@ -41,9 +41,9 @@ class Context:
     """Starts rg confined (Landlock) where the kernel allows; None starts it plainly."""
 
     def rg(self) -> str:
-        """The ripgrep binary, or a ToolError saying how to install it."""
+        """The ripgrep binary, or a ToolFailure saying how to install it."""
         if not self.rg_path:
-            raise ToolError(self.rg_missing or "ripgrep (rg) is not available")
+            raise ToolFailure(self.rg_missing or "ripgrep (rg) is not available")
         return self.rg_path
 
     def open(self, user_path: str) -> Handle:

@@ -12,9 +12,9 @@ from typing import Any
 
 from mcp_loco.interfaces import ToolResult
 from mcp_loco.sandbox import arguments as A
-from mcp_loco.sandbox.context import Context
+from mcp_loco.sandbox.context import ToolContext
 from mcp_loco.sandbox.globbing import GlobMatcher, has_wildcard
-from mcp_loco.sandbox.limits import Deadline, ToolError, clean, cut, show_name
+from mcp_loco.sandbox.limits import Deadline, ToolFailure, clean, cut, show_name
 from mcp_loco.sandbox.ripgrep import BASE_FLAGS, run_rg
 
 EXAMPLE = '{"pattern": "**/*.py", "path": "/abs/dir"}'
@@ -30,16 +30,16 @@ class Listing:
     notes: list[str] = field(default_factory=list)
 
 
-def split_pattern(ctx: Context, pattern: str, path: str | None) -> tuple[str, str, bool]:
+def split_pattern(ctx: ToolContext, pattern: str, path: str | None) -> tuple[str, str, bool]:
     """(base directory, pattern relative to it, anchored): leading literal parts move into the base."""
     if "\0" in pattern:
-        raise ToolError("the pattern contains a NUL byte")
+        raise ToolFailure("the pattern contains a NUL byte")
     if pattern.startswith("~"):
-        raise ToolError(f"'~' is not expanded here; use a pattern relative to {ctx.root.path}, e.g. **/*.py")
+        raise ToolFailure(f"'~' is not expanded here; use a pattern relative to {ctx.root.path}, e.g. **/*.py")
     if pattern.startswith("/"):
         rest = ctx.root.rel_of(pattern)
         if rest is None:
-            raise ToolError(
+            raise ToolFailure(
                 f"pattern {pattern!r} is outside the explored root {ctx.root.path}; "
                 "use a relative pattern such as **/*.py with path set to a directory inside the root"
             )
@@ -50,7 +50,7 @@ def split_pattern(ctx: Context, pattern: str, path: str | None) -> tuple[str, st
         base = path or ctx.root.path
         anchored = "/" in pattern.strip("/")
     if ".." in rest:
-        raise ToolError(f"pattern {pattern!r} contains '..'; set path to the directory to search instead")
+        raise ToolFailure(f"pattern {pattern!r} contains '..'; set path to the directory to search instead")
     lead: list[str] = []
     while len(rest) > 1 and not has_wildcard(rest[0]):
         lead.append(rest.pop(0))
@@ -64,7 +64,7 @@ class _Collector:
     """Takes `rg --files --null` output chunk by chunk, keeping matching, allowed paths with their mtime."""
 
     def __init__(
-        self, ctx: Context, matcher: GlobMatcher, base_rel: str, dir_fd: int, limit: int, deadline: Deadline
+        self, ctx: ToolContext, matcher: GlobMatcher, base_rel: str, dir_fd: int, limit: int, deadline: Deadline
     ) -> None:
         self.ctx = ctx
         self.deadline = deadline
@@ -105,7 +105,7 @@ class _Collector:
         return len(self.mtimes) < self.limit
 
 
-def list_files(ctx: Context, base: str, matcher: GlobMatcher, deadline: Deadline, limit: int = MAX_LIST) -> Listing:
+def list_files(ctx: ToolContext, base: str, matcher: GlobMatcher, deadline: Deadline, limit: int = MAX_LIST) -> Listing:
     """Run `rg --files` beneath `base`; keep what `matcher` accepts and the deny-list allows, newest first."""
     # Secrets are left out by rg already (it does not even enter a denied directory), and again below.
     args = [*BASE_FLAGS, "--files", "--glob-case-insensitive", *(f"--glob={g}" for g in ctx.deny.rg_excludes())]
@@ -127,9 +127,9 @@ def list_files(ctx: Context, base: str, matcher: GlobMatcher, deadline: Deadline
             on_stdout=collector.feed,
         )
     if run.cancelled or deadline.cancelled():
-        raise ToolError("Glob was cancelled")
+        raise ToolFailure("Glob was cancelled")
     if run.returncode == 2 and not collector.mtimes and run.stderr.strip():
-        raise ToolError(f"Glob failed: {run.stderr.strip()[:1000]}")
+        raise ToolFailure(f"Glob failed: {run.stderr.strip()[:1000]}")
     listing = collector.listing
     listing.rels = [rel for _, rel in sorted(collector.mtimes)]
     if run.timed_out or collector.timed_out:
@@ -141,7 +141,7 @@ def list_files(ctx: Context, base: str, matcher: GlobMatcher, deadline: Deadline
     return listing
 
 
-def run_glob(ctx: Context, arguments: Any, deadline: Deadline) -> ToolResult:
+def run_glob(ctx: ToolContext, arguments: Any, deadline: Deadline) -> ToolResult:
     """Serve one Glob call."""
     args = A.as_object(arguments, EXAMPLE)
     pattern = A.text(args, ("pattern", "glob", "file_pattern"), required=True, example=EXAMPLE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from mcp_loco.sandbox.limits import ToolError
+from mcp_loco.sandbox.limits import ToolFailure
 
 MAX_PATTERN_CHARS = 1000
 MAX_ALTERNATIVES = 64
@@ -26,7 +26,7 @@ def has_wildcard(text: str) -> bool:
 
 
 def expand_braces(pattern: str, limit: int = MAX_ALTERNATIVES) -> list[str]:
-    """Expand `{a,b}` alternations (nested too); raise ToolError past `limit` alternatives."""
+    """Expand `{a,b}` alternations (nested too); raise ToolFailure past `limit` alternatives."""
     depth = 0
     start = -1
     commas: list[int] = []
@@ -48,7 +48,7 @@ def expand_braces(pattern: str, limit: int = MAX_ALTERNATIVES) -> list[str]:
                     for expanded in expand_braces(head + option + tail, limit):
                         out.append(expanded)
                         if len(out) > limit:
-                            raise ToolError(
+                            raise ToolFailure(
                                 f"the pattern expands to more than {limit} alternatives; simplify its {{a,b}} parts"
                             )
                 return list(dict.fromkeys(out))
@@ -127,7 +127,7 @@ class GlobMatcher:
 
     def __init__(self, pattern: str, *, anchored: bool = False, case_sensitive: bool = True) -> None:
         if len(pattern) > MAX_PATTERN_CHARS:
-            raise ToolError(f"the pattern is too long ({len(pattern)} characters; at most {MAX_PATTERN_CHARS})")
+            raise ToolFailure(f"the pattern is too long ({len(pattern)} characters; at most {MAX_PATTERN_CHARS})")
         self.pattern = pattern
         self.case_sensitive = case_sensitive
         self._alternatives: list[_Alternative] = []

@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 
 from mcp_loco.interfaces import ToolResult
 from mcp_loco.sandbox import arguments as A
-from mcp_loco.sandbox.context import Context
+from mcp_loco.sandbox.context import ToolContext
 from mcp_loco.sandbox.globbing import GlobMatcher
 from mcp_loco.sandbox.grep_passes import MAX_CANDIDATES, MAX_RAW_BYTES, Found, confirm, find_candidates
-from mcp_loco.sandbox.limits import NOTE_ROOM, Deadline, ToolError, clean, cut, show_name
+from mcp_loco.sandbox.limits import NOTE_ROOM, Deadline, ToolFailure, clean, cut, show_name
 from mcp_loco.sandbox.ripgrep import RgRun
 
 EXAMPLE = '{"pattern": "def main", "path": "/abs/dir", "glob": "*.py", "output_mode": "content", "-n": true}'
@@ -95,7 +95,7 @@ def parse_grep(arguments: Any) -> GrepQuery:
     return q
 
 
-def _match_flags(ctx: Context, q: GrepQuery, mode: str = "") -> list[str]:
+def _match_flags(ctx: ToolContext, q: GrepQuery, mode: str = "") -> list[str]:
     """What to match and how to print it (in `mode`, else the query's)."""
     args = ["--with-filename"]
     mode = mode or q.mode
@@ -127,12 +127,12 @@ def _match_flags(ctx: Context, q: GrepQuery, mode: str = "") -> list[str]:
     return args
 
 
-def _walk_flags(ctx: Context, q: GrepQuery, matchers: list[GlobMatcher]) -> list[str]:
+def _walk_flags(ctx: ToolContext, q: GrepQuery, matchers: list[GlobMatcher]) -> list[str]:
     """Which files pass 1 looks at: secrets excluded, types and name globs."""
     args = ["--glob-case-insensitive", *(f"--glob={g}" for g in ctx.deny.rg_excludes())]
     for kind in [*q.types, *q.types_not]:
         if not _TYPE_NAME.match(kind):
-            raise ToolError(f"{q.tool}: file type {kind!r} is not a type name; use a glob such as '*.py' instead")
+            raise ToolFailure(f"{q.tool}: file type {kind!r} is not a type name; use a glob such as '*.py' instead")
     args += [f"--type={t}" for t in q.types] + [f"--type-not={t}" for t in q.types_not]
     if matchers and not q.types and all(m.name_globs is not None for m in matchers):
         # A type, unlike --glob, keeps .gitignore in force; the exact glob is applied afterwards.
@@ -142,7 +142,7 @@ def _walk_flags(ctx: Context, q: GrepQuery, matchers: list[GlobMatcher]) -> list
     return args
 
 
-def run_grep(ctx: Context, q: GrepQuery, deadline: Deadline) -> ToolResult:
+def run_grep(ctx: ToolContext, q: GrepQuery, deadline: Deadline) -> ToolResult:
     """Run one search and format it as Claude Code's Grep does, with absolute paths."""
     matchers = [GlobMatcher(g) for g in q.include]
     match = _match_flags(ctx, q)
@@ -193,7 +193,7 @@ def _rg_error(q: GrepQuery, run: RgRun) -> str:
 class _Page:
     """Pass 2's findings as the model sees them: sorted, paged, capped; every figure counts only these."""
 
-    def __init__(self, ctx: Context, q: GrepQuery, found: Found, single: bool) -> None:
+    def __init__(self, ctx: ToolContext, q: GrepQuery, found: Found, single: bool) -> None:
         self.ctx = ctx
         self.q = q
         self.found = found

@@ -16,7 +16,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mcp_loco.sandbox.context import Context
+from mcp_loco.sandbox.context import ToolContext
 from mcp_loco.sandbox.globbing import GlobMatcher
 from mcp_loco.sandbox.limits import Deadline
 from mcp_loco.sandbox.paths import Handle, PathError
@@ -57,7 +57,7 @@ class Candidates:
     """Pass 1's `rg --files-with-matches --null` output, fed chunk by chunk; keeps files pass 2 may open."""
 
     def __init__(
-        self, ctx: Context, base_rel: str, dir_fd: int, matchers: Sequence[GlobMatcher], deadline: Deadline
+        self, ctx: ToolContext, base_rel: str, dir_fd: int, matchers: Sequence[GlobMatcher], deadline: Deadline
     ) -> None:
         self.ctx = ctx
         self.deadline = deadline
@@ -104,7 +104,7 @@ class Candidates:
 
 
 def find_candidates(
-    ctx: Context, handle: Handle, flags: list[str], matchers: Sequence[GlobMatcher], deadline: Deadline
+    ctx: ToolContext, handle: Handle, flags: list[str], matchers: Sequence[GlobMatcher], deadline: Deadline
 ) -> tuple[list[str], RgRun]:
     """Pass 1: rg walks the open directory; the files it names that pass 2 may open."""
     collector = Candidates(ctx, handle.rel, handle.fd, matchers, deadline)
@@ -125,7 +125,7 @@ def find_candidates(
     return collector.rels, run
 
 
-def confirm(ctx: Context, mode: str, flags: list[str], rels: Sequence[str], deadline: Deadline) -> Found:
+def confirm(ctx: ToolContext, mode: str, flags: list[str], rels: Sequence[str], deadline: Deadline) -> Found:
     """Pass 2: rg over descriptors of `rels`, each opened beneath the root (regular, unlinked, not a secret)."""
     found = Found()
     budget = MAX_RAW_BYTES
@@ -141,7 +141,7 @@ def confirm(ctx: Context, mode: str, flags: list[str], rels: Sequence[str], dead
 
 
 def _batch(
-    ctx: Context, mode: str, flags: list[str], rels: Sequence[str], deadline: Deadline, budget: int, found: Found
+    ctx: ToolContext, mode: str, flags: list[str], rels: Sequence[str], deadline: Deadline, budget: int, found: Found
 ) -> int:
     """Search one batch of files into `found`; the bytes of output it used."""
     operands: dict[str, str] = {}

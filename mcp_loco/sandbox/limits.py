@@ -11,7 +11,7 @@ from mcp_loco.errors import LocoError
 NOTE_ROOM = 300
 
 
-class ToolError(LocoError):
+class ToolFailure(LocoError):
     """A failure whose message goes back to the model as the tool result (what was wrong, what to do)."""
 
 
@@ -38,11 +38,11 @@ class Deadline:
         return self.cancel is not None and self.cancel.is_set()
 
     def check(self, what: str, hint: str = "narrow it (a smaller path or a more specific pattern)") -> None:
-        """Raise a ToolError when the time is up or the call was cancelled."""
+        """Raise a ToolFailure when the time is up or the call was cancelled."""
         if self.cancelled():
-            raise ToolError(f"{what} was cancelled")
+            raise ToolFailure(f"{what} was cancelled")
         if self.expired():
-            raise ToolError(f"{what} timed out after {self.seconds:g} s; {hint}")
+            raise ToolFailure(f"{what} timed out after {self.seconds:g} s; {hint}")
 
 
 def cut(text: str, limit: int, hint: str) -> str:

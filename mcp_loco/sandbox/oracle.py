@@ -6,8 +6,8 @@ import os
 from typing import TYPE_CHECKING
 
 from mcp_loco.interfaces import PathInfo
-from mcp_loco.sandbox.context import Context, SecretPathError
-from mcp_loco.sandbox.limits import Deadline, ToolError
+from mcp_loco.sandbox.context import SecretPathError, ToolContext
+from mcp_loco.sandbox.limits import Deadline, ToolFailure
 from mcp_loco.sandbox.paths import MissingPathError, OutsideRootError, PathError
 from mcp_loco.sandbox.textfile import LineReader, is_binary
 
@@ -21,7 +21,7 @@ TEXT_MAX_BYTES = 8 << 20
 class Oracle:
     """Classifies paths inside one root; never follows a link out of it and never raises."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: ToolContext) -> None:
         self.ctx = ctx
 
     def inspect(self, path: str) -> PathInfo:
@@ -48,7 +48,7 @@ class Oracle:
             )
             try:
                 lines = reader.count_rest(handle.st.st_size)
-            except (ToolError, OSError):
+            except (ToolFailure, OSError):
                 lines = None
             return PathInfo("file", lines=lines)
 
@@ -71,7 +71,7 @@ class Oracle:
                     if size > TEXT_MAX_BYTES:  # grew since the stat
                         return None
                     chunks.append(chunk)
-            except (ToolError, OSError):
+            except (ToolFailure, OSError):
                 return None
         return b"".join(chunks).decode("utf-8", "replace")
 

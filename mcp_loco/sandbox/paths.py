@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mcp_loco.errors import RootError
 from mcp_loco.interfaces import is_within
-from mcp_loco.sandbox.limits import ToolError
+from mcp_loco.sandbox.limits import ToolFailure
 
 MAX_PATH_CHARS = 4096
 MAX_NAME_BYTES = 255
@@ -38,7 +38,7 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTT
 _FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 
 
-class PathError(ToolError):
+class PathError(ToolFailure):
     """A path the model gave cannot be used; the message says why and what to do."""
 
 

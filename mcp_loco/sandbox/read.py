@@ -6,15 +6,15 @@ from typing import Any
 
 from mcp_loco.interfaces import ToolResult
 from mcp_loco.sandbox import arguments as A
-from mcp_loco.sandbox.context import Context
-from mcp_loco.sandbox.limits import NOTE_ROOM, Deadline, ToolError, human_size
+from mcp_loco.sandbox.context import ToolContext
+from mcp_loco.sandbox.limits import NOTE_ROOM, Deadline, ToolFailure, human_size
 from mcp_loco.sandbox.textfile import LineReader, decode_line, is_binary
 
 EXAMPLE = '{"file_path": "/abs/path/file.py", "offset": 1, "limit": 200}'
 PATH_KEYS = ("file_path", "path", "file", "filename", "filePath", "file_name")
 
 
-def run_read(ctx: Context, arguments: Any, deadline: Deadline) -> ToolResult:
+def run_read(ctx: ToolContext, arguments: Any, deadline: Deadline) -> ToolResult:
     """Serve one Read call."""
     args = A.as_object(arguments, EXAMPLE)
     path = A.text(args, PATH_KEYS, required=True, example=EXAMPLE)
@@ -72,7 +72,7 @@ def _more_note(reader: LineReader, size: int, last: int, cut_by_size: bool, max_
     if cut_by_size:
         try:
             rest = reader.count_rest(size)
-        except ToolError:
+        except ToolFailure:
             rest = None
         more = f"{rest + 1} more lines" if rest is not None else "more lines follow"
         return f"... output cut at {max_chars} characters after line {last} ({more}); use offset={last + 1} to read on"
@@ -80,7 +80,7 @@ def _more_note(reader: LineReader, size: int, last: int, cut_by_size: bool, max_
         return ""
     try:
         rest = reader.count_rest(size)
-    except ToolError:
+    except ToolFailure:
         rest = None
     if rest is None:
         return f"... more lines follow (the file is {human_size(size)}B); use offset={last + 1} to read on"

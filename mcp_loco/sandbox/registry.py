@@ -15,13 +15,13 @@ from mcp_loco.config import ToolSettings
 from mcp_loco.interfaces import ToolResult
 from mcp_loco.sandbox import arguments as A
 from mcp_loco.sandbox.bash import run_bash
-from mcp_loco.sandbox.context import Context
+from mcp_loco.sandbox.context import ToolContext
 from mcp_loco.sandbox.glob import run_glob
 from mcp_loco.sandbox.grep import MODES, parse_grep, run_grep
 from mcp_loco.sandbox.limits import Deadline
 from mcp_loco.sandbox.read import run_read
 
-Handler = Callable[[Context, Any, Deadline], ToolResult]
+Handler = Callable[[ToolContext, Any, Deadline], ToolResult]
 Describe = Callable[[dict[str, Any], Callable[[Any], str]], str]
 """(arguments, a function making a path relative to the root) -> the words after the tool's name."""
 
@@ -59,7 +59,7 @@ def _quoted(key: str, limit: int, *fallbacks: str) -> Describe:
     return describe
 
 
-def _ls(ctx: Context, arguments: Any, deadline: Deadline) -> ToolResult:
+def _ls(ctx: ToolContext, arguments: Any, deadline: Deadline) -> ToolResult:
     """Claude Code's old LS tool ({"path": ...}), served as `ls -la PATH`."""
     args = A.as_object(arguments, '{"path": "/abs/dir"}')
     path = A.text(args, ("path", "directory"), required=True, example='{"path": "/abs/dir"}')

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_loco.sandbox.limits import Deadline, ToolError
+from mcp_loco.sandbox.limits import Deadline, ToolFailure
 
 # Flags every rg run gets: never read a config file, gitignore without a git repo, hidden files but
 # never .git, NUL after each path so names with ':' or newlines parse, no colour.
@@ -47,7 +47,7 @@ def find_rg(configured: str) -> str:
     if configured:
         if Path(configured).is_file() and os.access(configured, os.X_OK):
             return configured
-        raise ToolError(f"ripgrep not found at tools.rg_path={configured!r}; fix the setting or leave it empty")
+        raise ToolFailure(f"ripgrep not found at tools.rg_path={configured!r}; fix the setting or leave it empty")
     # Not resolved: a venv's python is a link out of the venv, and rg sits beside the link.
     for folder in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
         candidate = folder / "rg"
@@ -56,7 +56,7 @@ def find_rg(configured: str) -> str:
     found = shutil.which("rg")
     if found:
         return found
-    raise ToolError("ripgrep (rg) is not installed: pip install ripgrep==14.1.0, or set tools.rg_path")
+    raise ToolFailure("ripgrep (rg) is not installed: pip install ripgrep==14.1.0, or set tools.rg_path")
 
 
 @dataclass

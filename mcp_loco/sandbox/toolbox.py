@@ -19,10 +19,10 @@ import structlog
 from mcp_loco.config import ToolSettings
 from mcp_loco.errors import RootError
 from mcp_loco.interfaces import ToolResult
-from mcp_loco.sandbox.context import Context
+from mcp_loco.sandbox.context import ToolContext
 from mcp_loco.sandbox.denylist import DenyList
 from mcp_loco.sandbox.landlock import confined_spawner
-from mcp_loco.sandbox.limits import Deadline, ToolError, clean, cut
+from mcp_loco.sandbox.limits import Deadline, ToolFailure, clean, cut
 from mcp_loco.sandbox.paths import Root
 from mcp_loco.sandbox.registry import TOOLS, ToolSpec, schemas
 from mcp_loco.sandbox.ripgrep import find_rg
@@ -74,7 +74,7 @@ class Toolbox:
         settings = settings or ToolSettings()
         try:
             rg_path, rg_missing = find_rg(settings.rg_path), ""
-        except ToolError as e:
+        except ToolFailure as e:
             rg_path, rg_missing = "", str(e)
         resolved = root if isinstance(root, Root) else Root(root)
         scope = os.path.relpath(resolved.path, base) if base else Path(resolved.path).name
@@ -86,7 +86,7 @@ class Toolbox:
                 "no tool shows its content: explore the project around it instead"
             )
         spawn = confined_spawner(resolved.path, rg_path) if settings.landlock and rg_path else None
-        self._ctx = Context(resolved, deny, settings, rg_path, rg_missing, spawn)
+        self._ctx = ToolContext(resolved, deny, settings, rg_path, rg_missing, spawn)
         self._names: tuple[str, ...] = ("Read", "Grep", "Glob", "Bash") if settings.bash else ("Read", "Grep", "Glob")
         # Served under their own names: the offered tools, and LS (an old alias of `ls -la`) when Bash is on.
         self._served = {n.lower(): n for n in (*self._names, *(("LS",) if settings.bash else ()))}
@@ -101,7 +101,7 @@ class Toolbox:
         self._ctx.root.close()
 
     @property
-    def context(self) -> Context:
+    def context(self) -> ToolContext:
         """The confined root, deny-list and settings the tools share (read-only)."""
         return self._ctx
 
@@ -120,7 +120,7 @@ class Toolbox:
             spec = self._spec(name)
             assert spec.handler is not None
             result = spec.handler(self._ctx, arguments, Deadline(spec.deadline(self._ctx.settings), cancel))
-        except ToolError as e:
+        except ToolFailure as e:
             result = ToolResult(str(e), ok=False)
         except RecursionError:
             result = ToolResult(f"{name}: the request is too deeply nested; simplify it", ok=False)
@@ -133,25 +133,25 @@ class Toolbox:
         return ToolResult(text, result.ok, result.paths, result.lines)
 
     def _spec(self, name: Any) -> ToolSpec:
-        """The registry record a model-given name means, or a ToolError saying what is available."""
+        """The registry record a model-given name means, or a ToolFailure saying what is available."""
         available = ", ".join(self._names)
         if not isinstance(name, str):
-            raise ToolError(f"the tool name must be a string; available tools: {available}")
+            raise ToolFailure(f"the tool name must be a string; available tools: {available}")
         shown = name if len(name) <= 100 else name[:100] + "..."
         key = name.strip().lower()
         if key in {w.lower() for w in WRITE_TOOLS}:
-            raise ToolError(
+            raise ToolFailure(
                 f"{shown} is not available: this is a read-only explorer; use Read/Grep/Glob (available tools: {available})"
             )
         if key == "task":
-            raise ToolError(
+            raise ToolFailure(
                 "Task is handled by the explorer's agent loop, not by the tools; ask the sub-question as a Task call in your reply"
             )
         canonical = self._served.get(key) or ALIASES.get(key)
         if canonical is None:
             if key == "bash":
-                raise ToolError(
+                raise ToolFailure(
                     f"Bash is turned off in this explorer; use Read/Grep/Glob (available tools: {available})"
                 )
-            raise ToolError(f"unknown tool {shown!r}; available tools: {available} (this is a read-only explorer)")
+            raise ToolFailure(f"unknown tool {shown!r}; available tools: {available} (this is a read-only explorer)")
         return TOOLS[canonical]

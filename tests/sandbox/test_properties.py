@@ -12,7 +12,7 @@ from mcp_loco.config import ToolSettings
 from mcp_loco.sandbox.bash_parse import tokenize
 from mcp_loco.sandbox.denylist import DenyList
 from mcp_loco.sandbox.globbing import GlobMatcher
-from mcp_loco.sandbox.limits import ToolError
+from mcp_loco.sandbox.limits import ToolFailure
 from mcp_loco.sandbox.paths import PathError
 
 from .conftest import CANARIES, Hostile, assert_no_leak
@@ -114,7 +114,7 @@ def test_search_tools_never_leak_on_random_paths(hostile: Hostile, data: st.Data
 def test_tokenizer_only_raises_tool_errors(command: str) -> None:
     try:
         words = tokenize(command)
-    except ToolError:
+    except ToolFailure:
         return
     assert words
 
@@ -124,7 +124,7 @@ def test_tokenizer_only_raises_tool_errors(command: str) -> None:
 def test_glob_matching_is_total_and_quick(pattern: str, path: str) -> None:
     try:
         matcher = GlobMatcher(pattern)
-    except ToolError:
+    except ToolFailure:
         return
     matcher.match(path.strip("/") or "a")
 

@@ -10,7 +10,7 @@ from mcp_loco.sandbox import grep_passes
 from mcp_loco.sandbox.bash_parse import Spec, Word, parse_options, tokenize
 from mcp_loco.sandbox.bash_search import bre_to_rg
 from mcp_loco.sandbox.globbing import GlobMatcher, expand_braces
-from mcp_loco.sandbox.limits import ToolError, cut
+from mcp_loco.sandbox.limits import ToolFailure, cut
 from mcp_loco.sandbox.ripgrep import RgRun, run_rg
 
 from .conftest import Hostile
@@ -32,7 +32,7 @@ from .conftest import Hostile
 )
 def test_tokenize(command: str, words: list[str] | None) -> None:
     if words is None:
-        with pytest.raises(ToolError):
+        with pytest.raises(ToolFailure):
             tokenize(command)
         return
     assert [w.text for w in tokenize(command)] == words
@@ -73,7 +73,7 @@ def test_option_parsing_follows_getopt() -> None:
     ],
 )
 def test_option_errors(args: tuple[str, ...], fragment: str) -> None:
-    with pytest.raises(ToolError, match=fragment.replace("(", r"\(")):
+    with pytest.raises(ToolFailure, match=fragment.replace("(", r"\(")):
         parse_options("p", _words(*args), SPEC)
 
 
@@ -110,7 +110,7 @@ def test_glob_matcher(pattern: str, path: str, anchored: bool, expected: bool) -
 def test_brace_expansion() -> None:
     assert expand_braces("a{b,c{d,e}}f") == ["abf", "acdf", "acef"]
     assert expand_braces("{x}") == ["{x}"]
-    with pytest.raises(ToolError, match="more than 64"):
+    with pytest.raises(ToolFailure, match="more than 64"):
         expand_braces("{a,b}" * 7)
 
 
