@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mcp_loco.config import ToolSettings
 from mcp_loco.sandbox.denylist import DenyList
-from mcp_loco.sandbox.limits import ToolFailure
+from mcp_loco.sandbox.limits import Deadline, ToolFailure
 from mcp_loco.sandbox.paths import Handle, PathError, Root
-from mcp_loco.sandbox.ripgrep import Spawn
+from mcp_loco.sandbox.ripgrep import BASE_FLAGS, RgRun, Spawn, run_rg
 
 
 def lexical(comps: list[str]) -> str:
@@ -45,6 +46,23 @@ class ToolContext:
         if not self.rg_path:
             raise ToolFailure(self.rg_missing or "ripgrep (rg) is not available")
         return self.rg_path
+
+    def rg_paths(
+        self, handle: Handle, args: Sequence[str], deadline: Deadline, on_paths: Callable[[bytes], bool]
+    ) -> RgRun:
+        """rg listing paths (NUL-separated, streamed to `on_paths`) in an open directory, confined and timed."""
+        return run_rg(
+            self.rg(),
+            [*BASE_FLAGS, *args, "--", "."],
+            cwd_fd=handle.fd,
+            cwd_path=handle.path,
+            deadline=deadline,
+            max_bytes=0,
+            drain_bytes=0,
+            separator=b"\0",
+            spawn=self.spawn,
+            on_stdout=on_paths,
+        )
 
     def open(self, user_path: str) -> Handle:
         """Open a model-supplied path beneath the root; secrets (by requested or resolved path) are refused."""

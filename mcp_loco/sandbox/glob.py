@@ -15,7 +15,6 @@ from mcp_loco.sandbox import arguments as A
 from mcp_loco.sandbox.context import ToolContext
 from mcp_loco.sandbox.globbing import GlobMatcher, has_wildcard
 from mcp_loco.sandbox.limits import Deadline, ToolFailure, clean, cut, show_name
-from mcp_loco.sandbox.ripgrep import BASE_FLAGS, run_rg
 
 EXAMPLE = '{"pattern": "**/*.py", "path": "/abs/dir"}'
 MAX_LIST = 200_000
@@ -108,24 +107,13 @@ class _Collector:
 def list_files(ctx: ToolContext, base: str, matcher: GlobMatcher, deadline: Deadline, limit: int = MAX_LIST) -> Listing:
     """Run `rg --files` beneath `base`; keep what `matcher` accepts and the deny-list allows, newest first."""
     # Secrets are left out by rg already (it does not even enter a denied directory), and again below.
-    args = [*BASE_FLAGS, "--files", "--glob-case-insensitive", *(f"--glob={g}" for g in ctx.deny.rg_excludes())]
+    args = ["--files", "--glob-case-insensitive", *(f"--glob={g}" for g in ctx.deny.rg_excludes())]
     if matcher.name_globs:
         args += [f"--type-add={_CUSTOM_TYPE}:{name}" for name in matcher.name_globs]
         args.append(f"--type={_CUSTOM_TYPE}")
     with ctx.open_dir(base) as handle:
         collector = _Collector(ctx, matcher, handle.rel, handle.fd, limit, deadline)
-        run = run_rg(
-            ctx.rg(),
-            [*args, "--", "."],
-            cwd_fd=handle.fd,
-            cwd_path=handle.path,
-            deadline=deadline,
-            max_bytes=0,
-            drain_bytes=0,
-            separator=b"\0",
-            spawn=ctx.spawn,
-            on_stdout=collector.feed,
-        )
+        run = ctx.rg_paths(handle, args, deadline, collector.feed)
     if run.cancelled or deadline.cancelled():
         raise ToolFailure("Glob was cancelled")
     if run.returncode == 2 and not collector.mtimes and run.stderr.strip():

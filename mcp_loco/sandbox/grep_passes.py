@@ -108,18 +108,7 @@ def find_candidates(
 ) -> tuple[list[str], RgRun]:
     """Pass 1: rg walks the open directory; the files it names that pass 2 may open."""
     collector = Candidates(ctx, handle.rel, handle.fd, matchers, deadline)
-    run = run_rg(
-        ctx.rg(),
-        [*BASE_FLAGS, *flags, "--", "."],
-        cwd_fd=handle.fd,
-        cwd_path=handle.path,
-        deadline=deadline,
-        max_bytes=0,
-        drain_bytes=0,
-        separator=b"\0",
-        spawn=ctx.spawn,
-        on_stdout=collector.feed,
-    )
+    run = ctx.rg_paths(handle, flags, deadline, collector.feed)
     if collector.timed_out:
         run.timed_out, run.truncated = True, False
     return collector.rels, run

@@ -10,7 +10,7 @@ import pytest
 
 from mcp_loco.config import ToolSettings
 from mcp_loco.sandbox import Toolbox
-from mcp_loco.sandbox import glob as glob_module
+from mcp_loco.sandbox import context as context_module
 from mcp_loco.sandbox.bash_env import Env, Output, scan
 from mcp_loco.sandbox.limits import Deadline
 from mcp_loco.sandbox.ripgrep import RgRun, run_rg
@@ -119,7 +119,7 @@ def test_glob_ripgrep_run_excludes_secrets(hostile: Hostile, monkeypatch: pytest
         seen.append(list(args))
         return run_rg(rg, args, **kwargs)
 
-    monkeypatch.setattr(glob_module, "run_rg", spy)
+    monkeypatch.setattr(context_module, "run_rg", spy)  # Glob lists files through ToolContext.rg_paths
     hostile.call("Glob", {"pattern": "**/*"})
     assert seen and "--glob=!**/.aws/**" in seen[0] and "--glob-case-insensitive" in seen[0]
 

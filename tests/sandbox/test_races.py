@@ -17,6 +17,7 @@ import pytest
 from mcp_loco.config import ToolSettings
 from mcp_loco.interfaces import ToolResult
 from mcp_loco.sandbox import Toolbox, grep_passes
+from mcp_loco.sandbox import context as context_module
 from mcp_loco.sandbox.landlock import ConfinedSpawner, abi_version, confined_spawner
 from mcp_loco.sandbox.ripgrep import RgRun, find_rg, run_rg
 
@@ -127,6 +128,7 @@ def test_ripgrep_walk_race_never_leaks(
         return run
 
     monkeypatch.setattr(grep_passes, "run_rg", spy)
+    monkeypatch.setattr(context_module, "run_rg", spy)  # pass 1 lists files through ToolContext.rg_paths
     with swapping(race_tree):
         for _ in range(40):
             result = tb.call("Grep", args)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from mcp_loco.sandbox import context as context_module
 from mcp_loco.sandbox import grep_passes
 from mcp_loco.sandbox.bash_parse import Spec, Word, parse_options, tokenize
 from mcp_loco.sandbox.bash_search import bre_to_rg
@@ -141,6 +142,7 @@ def test_ripgrep_never_gets_a_dangerous_flag(
         return run_rg(rg, args, **kwargs)
 
     monkeypatch.setattr(grep_passes, "run_rg", spy)
+    monkeypatch.setattr(context_module, "run_rg", spy)  # pass 1 lists files through ToolContext.rg_paths
     hostile.call("Grep", arguments)
     assert seen
     forbidden = (
