@@ -79,6 +79,14 @@ class LlamaSettings(Section):
     """Lock the model in RAM."""
     verbose: bool = False
     """Let llama.cpp print its own logs (to stderr)."""
+    speculative: bool = True
+    """Speculative decoding by prompt lookup: guess the next tokens from the conversation (the report quotes what the tools showed) and verify the guess in one batch; the output is the same."""
+    draft_max: int = Field(8, ge=1, le=64)
+    """Most tokens guessed per verification batch (a miss shortens the next guess)."""
+    draft_ngram_min: int = Field(2, ge=1)
+    """Shortest run of last tokens that must recur in the context before a guess is made."""
+    draft_ngram_max: int = Field(4, ge=1)
+    """Longest run of last tokens looked up (the longest that recurs wins)."""
 
 
 class HttpSettings(Section):

@@ -1,8 +1,11 @@
 """The LocoOperator prompt format: render turns as Qwen3 ChatML, parse `<tool_call>` blocks back.
 
 Rendering is append-only and keeps every message byte-exact, so a backend can reuse its prefix
-cache turn after turn. Only the template's own markers are special segments; all content
-(repository text above all) is plain text and can never become a control token.
+cache turn after turn. Only the template's own markers are special segments: `<|im_start|>`,
+`<|im_end|>`, the `<tool_response>` wrappers, and the `<tool_call>` tags in the system prompt and
+in the assistant's own turns (Qwen3's vocabulary has one token for each, which is what the model
+was trained on and what it generates). Content from anywhere else (repository text above all) is
+plain text and can never become a control or marker token.
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ def _content(text: str) -> list[Segment]:
     return [Segment(text)] if text else []
 
 
+_CALL_TAGS = re.compile(f"({re.escape(TOOL_CALL_OPEN)}|{re.escape(TOOL_CALL_CLOSE)})")
+
+
+def _with_call_tags(text: str) -> list[Segment]:
+    """Trusted text (system prompt, assistant turns) with its `<tool_call>` tags as special segments."""
+    return [Segment(part, part in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE)) for part in _CALL_TAGS.split(text) if part]
+
+
 def render(messages: Sequence[Message], add_generation_prompt: bool = True) -> list[Segment]:
     """Qwen3 ChatML: one turn per message; consecutive tool results merge into one user turn."""
     out: list[Segment] = []
@@ -53,16 +64,18 @@ def render(messages: Sequence[Message], add_generation_prompt: bool = True) -> l
     while i < len(messages):
         msg = messages[i]
         if msg.role != "tool":
-            out += _turn(msg.role, _content(msg.content))
+            trusted = msg.role in ("system", "assistant")
+            out += _turn(msg.role, _with_call_tags(msg.content) if trusted else _content(msg.content))
             i += 1
             continue
         parts: list[Segment] = []
         while i < len(messages) and messages[i].role == "tool":
-            sep = "\n" if parts else ""
+            if parts:
+                parts.append(Segment("\n"))
             parts += [
-                Segment(f"{sep}{RESPONSE_OPEN}\n"),
-                *_content(messages[i].content),
-                Segment(f"\n{RESPONSE_CLOSE}"),
+                Segment(RESPONSE_OPEN, True),
+                Segment(f"\n{messages[i].content}\n"),
+                Segment(RESPONSE_CLOSE, True),
             ]
             i += 1
         out += _turn("user", parts)
