@@ -80,7 +80,7 @@ class LlamaSettings(Section):
     verbose: bool = False
     """Let llama.cpp print its own logs (to stderr)."""
     speculative: bool = True
-    """Speculative decoding by prompt lookup: guess the next tokens from the conversation (the report quotes what the tools showed) and verify the guess in one batch; the output is the same."""
+    """Speculative decoding by prompt lookup: guess the next tokens from the conversation (the report quotes what the tools showed) and verify them in one batch. Same tokens as without it, except where llama.cpp's batched kernels round a near-tie the other way."""
     draft_max: int = Field(8, ge=1, le=64)
     """Most tokens guessed per verification batch (a miss shortens the next guess)."""
     draft_ngram_min: int = Field(2, ge=1)

@@ -15,6 +15,15 @@ p(d), and given x != d, x is distributed as p(y) / (1 - p(d)), the residual. The
 random number per generated token, as without drafting, so a seeded run writes the same tokens as
 long as the logits are the same. The first x that differs from the draft is the corrected token:
 the draft after it is removed from the KV cache and x is evaluated with a new draft.
+
+Same tokens, same numbers? Only as far as llama.cpp computes a row of a batch exactly as it
+computes a lone token, and on the CPU it does not (matrix kernels for two or more rows differ from
+the one-row path, and activations are requantised per layer): on SmolLM2 Q4_1 here the logits of
+one position differ by up to 0.77. Greedy output is token-identical up to the first position where
+the model's two best tokens are closer than that; tests/model/test_model_speculative.py checks it.
+
+Drafting goes on inside a tool call: a drafted token is only ever accepted when the grammar
+sampler itself chose it, so the grammar holds without being consulted for the draft.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ class Drafter:
         self._ngram_min, self._ngram_max = max(1, ngram_min), max(ngram_min, ngram_max)
         self._max = draft_max
         self._next = draft_max
+        self._pause = self._misses = 0
         self.stats = DraftStats()
 
     def push(self, token: int) -> None:
@@ -64,6 +74,9 @@ class Drafter:
     def draft(self, limit: int) -> list[int]:
         """Up to `limit` tokens that followed the most recent match of the context's last n-gram (longest first)."""
         limit = min(limit, self._next)
+        if self._pause > 0:
+            self._pause -= 1
+            return []
         if limit <= 0:
             return []
         buf, n = self._buf, self._n
@@ -86,6 +99,14 @@ class Drafter:
         if drafted == 0:
             return
         self.stats.accepted += accepted
-        # A wrong guess costs a wider batch for nothing: after a miss guess only as far as the last
-        # run of matches reached, and grow again while guesses keep matching.
-        self._next = min(self._max, 2 * self._next) if accepted == drafted else max(1, accepted + 1)
+        # A wrong guess costs a wider batch for nothing (on a CPU a batch of two costs up to twice
+        # one token): after a partial miss guess only as far as the matches reached, grow again
+        # while guesses keep matching, and after misses in a row stop guessing for a while
+        # (1, 2, 4 ... 32 tokens): free text rarely repeats the context for long.
+        if accepted == 0:
+            self._misses += 1
+            self._pause = min(32, 1 << (self._misses - 1))
+            self._next = 1
+            return
+        self._misses = 0
+        self._next = min(self._max, 2 * self._next) if accepted == drafted else accepted + 1
