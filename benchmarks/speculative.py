@@ -112,8 +112,8 @@ def main() -> None:
     logs.configure("warning")
     path = args.model or default_model()
     base = llama_settings(args, n_ctx=4096)
-    plain = LlamaModel(path, base.model_copy(update={"speculative": False}))
-    spec = LlamaModel(path, base.model_copy(update={"speculative": True}))
+    plain = LlamaModel(path, base.model_copy(update={"speculative": "off"}))
+    spec = LlamaModel(path, base.model_copy(update={"speculative": "on"}))
     fast, slow, texts, stats = [], [], {}, None
     try:
         for _ in range(args.repeat):

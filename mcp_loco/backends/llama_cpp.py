@@ -67,6 +67,8 @@ class LlamaModel:
         )
         self.speculation = DraftStats()
         """What speculative decoding did in the last completion."""
+        on_gpu = self.settings.n_gpu_layers != 0 and bool(self._lib.llama_supports_gpu_offload())
+        self._speculate = self.settings.speculative == "on" or (self.settings.speculative == "auto" and on_gpu)
         self._fresh = False  # whether the logits belong to the last token in the context
         self._grammars_checked: set[str] = set()
         self._generic_grammar: str | None = None
@@ -253,7 +255,9 @@ class LlamaModel:
         prompt_s = time.monotonic() - started
         forced = grammar is not None and options.force_tool_call
         s = self.settings
-        drafter = Drafter(ids, self.n_ctx, s.draft_ngram_min, s.draft_ngram_max, s.draft_max) if s.speculative else None
+        drafter = (
+            Drafter(ids, self.n_ctx, s.draft_ngram_min, s.draft_ngram_max, s.draft_max) if self._speculate else None
+        )
         turn = _Turn(
             ids, Sampler(self._lib, self._vocab, self._ctx, self._n_vocab, options, grammar if forced else None)
         )

@@ -46,6 +46,7 @@ def test_each_turn_evaluates_only_its_new_tokens(
     s = Settings()
     s.model.temperature, s.model.seed, s.model.max_tokens = temperature, 3, 96
     s.llama.n_ctx, s.llama.n_threads, s.llama.n_threads_batch = 4096, 1, 1
+    s.llama.speculative = "on"  # drafted tokens are generated tokens too: they must be reused alike
     s.agent.max_turns, s.agent.task_depth, s.agent.deadline_s = 3, 0, 240
     s.agent.transcript_dir = str(tmp_path / "t")
     model = LlamaModel(small_model_path, s.llama)
