@@ -79,6 +79,14 @@ class LlamaSettings(Section):
     """Lock the model in RAM."""
     verbose: bool = False
     """Let llama.cpp print its own logs (to stderr)."""
+    speculative: Literal["auto", "on", "off"] = "auto"
+    """Speculative decoding by prompt lookup: guess the next tokens from the conversation (the report quotes what the tools showed) and verify them in one batch. auto = on where layers run on a GPU (a batch of a few tokens costs about one there), off on a CPU (a batch of 2 costs 1.5x one token, of 5 about 3x: a loss unless the turn copies nearly verbatim). Same tokens as without it, except where llama.cpp's batched kernels round a near-tie the other way."""
+    draft_max: int = Field(8, ge=1, le=64)
+    """Most tokens guessed per verification batch (a miss shortens the next guess)."""
+    draft_ngram_min: int = Field(2, ge=1)
+    """Shortest run of last tokens that must recur in the context before a guess is made."""
+    draft_ngram_max: int = Field(4, ge=1)
+    """Longest run of last tokens looked up (the longest that recurs wins)."""
 
 
 class HttpSettings(Section):

@@ -96,8 +96,6 @@ class Segment(NamedTuple):
 
     text: str
     special: bool = False
-    tokens: tuple[int, ...] | None = None
-    """Token ids that stand for `text` as they are (the model's own earlier turn, for exact prefix reuse)."""
 
 
 Prompt = Sequence[Segment]
@@ -134,8 +132,6 @@ class Completion:
     text: str
     usage: Usage
     finish_reason: FinishReason = "stop"
-    tokens: tuple[int, ...] = ()
-    """The generated token ids, when the backend knows them and they spell `text` exactly (else empty)."""
 
 
 @dataclass(frozen=True)

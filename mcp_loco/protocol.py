@@ -1,8 +1,11 @@
 """The LocoOperator prompt format: render turns as Qwen3 ChatML, parse `<tool_call>` blocks back.
 
 Rendering is append-only and keeps every message byte-exact, so a backend can reuse its prefix
-cache turn after turn. Only the template's own markers are special segments; all content
-(repository text above all) is plain text and can never become a control token.
+cache turn after turn. Only the template's own markers are special segments: `<|im_start|>`,
+`<|im_end|>`, the `<tool_response>` wrappers, and the `<tool_call>` tags in the system prompt and
+in the assistant's own turns (Qwen3's vocabulary has one token for each, which is what the model
+was trained on and what it generates). Content from anywhere else (repository text above all) is
+plain text and can never become a control or marker token.
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ def _content(text: str) -> list[Segment]:
     return [Segment(text)] if text else []
 
 
+_CALL_TAGS = re.compile(f"({re.escape(TOOL_CALL_OPEN)}|{re.escape(TOOL_CALL_CLOSE)})")
+
+
+def _with_call_tags(text: str) -> list[Segment]:
+    """Trusted text (system prompt, assistant turns) with its `<tool_call>` tags as special segments."""
+    return [Segment(part, part in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE)) for part in _CALL_TAGS.split(text) if part]
+
+
 def chat_turns(messages: Sequence[Message]) -> list[tuple[Role, list[Segment]]]:
     """The ChatML turns: one per message, consecutive tool results merged into one user turn of
     `<tool_response>` blocks (what the model was trained on; escalation sends the same turns)."""
@@ -45,16 +56,18 @@ def chat_turns(messages: Sequence[Message]) -> list[tuple[Role, list[Segment]]]:
     while i < len(messages):
         msg = messages[i]
         if msg.role != "tool":
-            out.append((msg.role, _content(msg.content)))
+            trusted = msg.role in ("system", "assistant")
+            out.append((msg.role, _with_call_tags(msg.content) if trusted else _content(msg.content)))
             i += 1
             continue
         parts: list[Segment] = []
         while i < len(messages) and messages[i].role == "tool":
-            sep = "\n" if parts else ""
+            if parts:
+                parts.append(Segment("\n"))
             parts += [
-                Segment(f"{sep}{RESPONSE_OPEN}\n"),
-                *_content(messages[i].content),
-                Segment(f"\n{RESPONSE_CLOSE}"),
+                Segment(RESPONSE_OPEN, True),
+                Segment(f"\n{messages[i].content}\n"),
+                Segment(RESPONSE_CLOSE, True),
             ]
             i += 1
         out.append(("user", parts))

@@ -2,9 +2,10 @@
 
 Claude Code resends the whole history every turn, with the model's earlier turns as parsed blocks.
 Rendering them back as JSON would not be byte-exact with what the model wrote, and the backend would
-re-evaluate every earlier turn; `TurnMemory` keeps the model's exact text and tokens per turn (keyed
-by its `toolu_` ids, or its text) so the rendered prompt only ever grows at the end. The tokens matter
-too: text the model wrote under a grammar need not tokenize back into the same ids.
+re-evaluate every earlier turn; `TurnMemory` keeps the model's exact text per turn (keyed by its
+`toolu_` ids, or its text) so the rendered prompt only ever grows at the end. The llama.cpp backend
+then finds its own token ids for that text (text written under a grammar need not tokenize back into
+the same ids).
 """
 
 from __future__ import annotations
@@ -112,30 +113,26 @@ def turn_key(text: str, tool_ids: Sequence[str]) -> str:
     return "text:" + hashlib.sha256(text.strip().encode("utf-8", "surrogatepass")).hexdigest()
 
 
-Own = tuple[str, tuple[int, ...] | None]
-"""An assistant turn as it goes into the prompt: its text, and the model's own tokens for it when known."""
-
-
 class TurnMemory:
     """The model's own turns, byte-exact, by turn key (least recently used forgotten)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._turns: OrderedDict[str, Own] = OrderedDict()
+        self._turns: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def remember(self, key: str, raw: str, tokens: tuple[int, ...] = ()) -> None:
+    def remember(self, key: str, raw: str) -> None:
         """Keep what the model wrote for this turn."""
         if self.size <= 0:
             return
         with self._lock:
-            self._turns[key] = (raw, tokens or None)
+            self._turns[key] = raw
             self._turns.move_to_end(key)
             while len(self._turns) > self.size:
                 self._turns.popitem(last=False)
 
-    def recall(self, key: str) -> Own | None:
+    def recall(self, key: str) -> str | None:
         """What the model wrote, if this turn is one of its own."""
         with self._lock:
             raw = self._turns.get(key)
@@ -147,7 +144,7 @@ class TurnMemory:
             return raw
 
 
-def assistant_text(content: str | Sequence[Any], memory: TurnMemory) -> Own:
+def assistant_text(content: str | Sequence[Any], memory: TurnMemory) -> str:
     """An assistant message as the model wrote it (remembered), or in the trained format."""
     if isinstance(content, str):
         blocks: Sequence[Any] = [TextBlock(type="text", text=content)]
@@ -160,7 +157,7 @@ def assistant_text(content: str | Sequence[Any], memory: TurnMemory) -> Own:
         return own
     parts = [text.strip()] if text.strip() else []
     parts += [format_call(c.name, c.input) for c in calls]
-    return "\n".join(parts), None
+    return "\n".join(parts)
 
 
 def _user_messages(content: str | Sequence[Any], drop_reminders: bool) -> list[Message]:
@@ -178,17 +175,6 @@ def _user_messages(content: str | Sequence[Any], drop_reminders: bool) -> list[M
     out = results
     if kept:
         out.append(Message("user", "\n\n".join(kept)))
-    return out
-
-
-def _with_tokens(segments: list[Segment], own: list[Own]) -> list[Segment]:
-    """Give each assistant turn's content segment the model's own tokens, where remembered."""
-    out, pending = list(segments), iter(own)
-    for i in range(1, len(out)):
-        if out[i - 1] == Segment("assistant\n") and not out[i].special:
-            text, tokens = next(pending, ("", None))
-            if tokens is not None and out[i].text == text:
-                out[i] = Segment(text, False, tokens)
     return out
 
 
@@ -214,17 +200,15 @@ def to_prompt(req: MessagesRequest, memory: TurnMemory, drop_reminders: bool = T
             if isinstance(last.content, str)
             else "".join(b.text for b in last.content if isinstance(b, TextBlock))
         )
-    own: list[Own] = []
     for m in history:
         if m.role == "assistant":
             blocks = (
                 m.content if isinstance(m.content, str) else [b for b in m.content if not isinstance(b, ThinkingBlock)]
             )
-            own.append(assistant_text(blocks, memory))
-            messages.append(Message("assistant", own[-1][0]))
+            messages.append(Message("assistant", assistant_text(blocks, memory)))
         else:
             messages += _user_messages(m.content, drop_reminders)
-    segments = _with_tokens(render(messages), own)
+    segments = render(messages)
     if prefill:
         segments.append(Segment(prefill))
     turns = sum(1 for m in req.messages if m.role == "assistant")
@@ -261,7 +245,7 @@ def to_reply(completion: Completion, prompt: LocalPrompt, memory: TurnMemory, *,
     else:
         stop = "end_turn"
     if blocks and not prompt.prefill:
-        memory.remember(turn_key(text, ids), completion.text, completion.tokens)
+        memory.remember(turn_key(text, ids), completion.text)
     return Reply(blocks, stop, text)
 
 

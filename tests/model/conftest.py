@@ -86,7 +86,9 @@ def llama_model(small_model_path: Path) -> Iterator[Any]:
 
     # One thread: llama.cpp's worker threads spin-wait, and on a busy shared machine that turns a
     # 1 s test into a 10 s one; a single thread is about as fast for a 135M model.
-    model = LlamaModel(small_model_path, LlamaSettings(n_ctx=4096, n_batch=256, n_threads=1, n_threads_batch=1))
+    # Speculative decoding on (its default is off on a CPU), so every model test runs through it.
+    settings = LlamaSettings(n_ctx=4096, n_batch=256, n_threads=1, n_threads_batch=1, speculative="on")
+    model = LlamaModel(small_model_path, settings)
     yield model
     model.close()
 

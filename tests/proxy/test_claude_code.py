@@ -104,9 +104,9 @@ def proxy_process(*args: str) -> Iterator[tuple[str, dict[str, str]]]:
 def test_claude_code_answers_through_the_proxy_on_the_real_model(
     claude: Path, small_model_path: Path, sample_repo: Path, tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    # The seed's fallback catches a 135M model that keeps calling tools for ten turns.
+    # The seed's fallback catches a 135M model that rambles past its token cap (Claude Code retries those).
     upstream.body = upstream_message("fallback answer")
-    flags = ["--model", str(small_model_path), "--local", "*", "--upstream", upstream.url, "--fallback-turns", "10"]
+    flags = ["--model", str(small_model_path), "--local", "*", "--upstream", upstream.url, "--fallback-turns", "3"]
     flags += ["--set", "llama.n_ctx=4096", "--set", "model.max_tokens=48", "--set", "model.temperature=0"]
     flags += ["--set", "llama.n_threads=1", "--set", "llama.n_threads_batch=1"]
     with proxy_process(*flags) as (url, output):

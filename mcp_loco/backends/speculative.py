@@ -1,0 +1,112 @@
+"""Prompt-lookup drafting for speculative decoding: guess the next tokens from the conversation itself.
+
+The explorer's report quotes paths and code that tool results already put in the context, so the
+tokens that followed the last few generated tokens earlier in the context are a good guess for
+what comes next. The backend evaluates the sampled token and the guess in one batch, with logits
+for every position of that batch (never for the whole context, as `logits_all` would), then
+samples each position in turn exactly as it would without a guess.
+
+Acceptance rule. The draft is deterministic: q(d) = 1 for the drafted token d. The standard rule
+(accept d with probability min(1, p(d)/q(d)) = p(d); on rejection sample from the residual
+max(0, p - q), renormalised, which is p without d) gives each token y the probability p(y). We get
+the same distribution, and the same random numbers, by sampling x from p with the turn's own
+sampler (grammar included) at that position and accepting the draft while x equals it: P(x = d) is
+p(d), and given x != d, x is distributed as p(y) / (1 - p(d)), the residual. The sampler draws one
+random number per generated token, as without drafting, so a seeded run writes the same tokens as
+long as the logits are the same. The first x that differs from the draft is the corrected token:
+the draft after it is removed from the KV cache and x is evaluated with a new draft.
+
+Same tokens, same numbers? Only as far as llama.cpp computes a row of a batch exactly as it
+computes a lone token, and on the CPU it does not (matrix kernels for two or more rows differ from
+the one-row path, and activations are requantised per layer): on SmolLM2 Q4_1 here the logits of
+one position differ by up to 0.77. Greedy output is token-identical up to the first position where
+the model's two best tokens are closer than that; tests/model/test_model_speculative.py checks it.
+
+Drafting goes on inside a tool call: a drafted token is only ever accepted when the grammar
+sampler itself chose it, so the grammar holds without being consulted for the draft.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class DraftStats:
+    """What speculation did during one completion."""
+
+    batches: int = 0
+    """Verification batches that carried a draft."""
+    drafted: int = 0
+    """Drafted tokens evaluated."""
+    accepted: int = 0
+    """Drafted tokens that matched what was sampled (each saved one decode)."""
+
+
+class Drafter:
+    """N-gram lookup over the prompt and the tokens generated so far."""
+
+    def __init__(self, context: Sequence[int], capacity: int, ngram_min: int, ngram_max: int, draft_max: int) -> None:
+        self._buf = np.zeros(max(capacity, len(context)) + 1, dtype=np.int32)
+        self._buf[: len(context)] = context
+        self._prompt = self._n = len(context)
+        self._ngram_min, self._ngram_max = max(1, ngram_min), max(ngram_min, ngram_max)
+        self._max = draft_max
+        self._next = draft_max
+        self._pause = self._misses = 0
+        self.stats = DraftStats()
+
+    def push(self, token: int) -> None:
+        """A token was generated."""
+        if self._n < len(self._buf):
+            self._buf[self._n] = token
+            self._n += 1
+
+    def reset(self, generated: Sequence[int]) -> None:
+        """The generated tokens were replaced (the text was rewound to a tool call's start)."""
+        self._n = self._prompt
+        for token in generated:
+            self.push(token)
+
+    def draft(self, limit: int) -> list[int]:
+        """Up to `limit` tokens that followed the most recent match of the context's last n-gram (longest first)."""
+        limit = min(limit, self._next)
+        if self._pause > 0:
+            self._pause -= 1
+            return []
+        if limit <= 0:
+            return []
+        buf, n = self._buf, self._n
+        for size in range(min(self._ngram_max, n - 1), self._ngram_min - 1, -1):
+            pattern = buf[n - size : n]
+            # Starts of earlier occurrences with at least one token after them (not the suffix itself).
+            starts = np.flatnonzero(buf[: n - size] == pattern[0])
+            for k in range(1, size):
+                starts = starts[buf[starts + k] == pattern[k]]
+            if starts.size:
+                begin = int(starts[-1]) + size  # the most recent: what the model read last is quoted first
+                guess = [int(t) for t in buf[begin : min(n, begin + limit)]]
+                self.stats.batches += 1
+                self.stats.drafted += len(guess)
+                return guess
+        return []
+
+    def verified(self, drafted: int, accepted: int) -> None:
+        """Record how a draft fared; a miss shortens the next one, a full match lets it grow back."""
+        if drafted == 0:
+            return
+        self.stats.accepted += accepted
+        # A wrong guess costs a wider batch for nothing (on a CPU a batch of two costs up to twice
+        # one token): after a partial miss guess only as far as the matches reached, grow again
+        # while guesses keep matching, and after misses in a row stop guessing for a while
+        # (1, 2, 4 ... 32 tokens): free text rarely repeats the context for long.
+        if accepted == 0:
+            self._misses += 1
+            self._pause = min(32, 1 << (self._misses - 1))
+            self._next = 1
+            return
+        self._misses = 0
+        self._next = min(self._max, 2 * self._next) if accepted == drafted else accepted + 1
