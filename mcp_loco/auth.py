@@ -263,6 +263,14 @@ class Guard:
             # and has logged the reason in one line already; without this, uvicorn adds a traceback.
             if not (status and str(e) == "Request validation failed"):
                 raise
+        except Exception as e:
+            if not complete:
+                raise
+            # Answered already (e.g. a notification posted to a session that a shutdown is closing): the
+            # client has its response, so one line says what went wrong after it.
+            log.warning(
+                "error after the response was sent", path=scope.get("path", ""), error=f"{type(e).__name__}: {e}"
+            )
         finally:
             if not complete:
                 watch.close()
@@ -300,6 +308,8 @@ def run(app: ASGIApp, server: ServerSettings, token: str | None, *, stop: Callab
         log.warning("listening beyond loopback without a token: the proxy in front must authenticate", host=server.host)
     elif token is None:
         log.info("no token set: any local process can call the server (set one with --token-file)")
+    elif not is_loopback(server.host):
+        log.info("the token travels in clear over plain HTTP: put a TLS proxy in front on shared networks")
     url = f"http://{server.host}:{server.port}{'/sse' if sse else '/mcp'}"
     log.info("listening", url=url, auth="bearer token" if token else "none")
 
