@@ -139,6 +139,8 @@ class _Sessions:
         for sid, seen in list(ids.items()):
             if not self._busy.get(sid) and now - seen > self.idle_s:
                 del ids[sid]
+        if not ids:
+            self._ids.pop(client, None)
         return len(ids) + self._streams.get(client, 0)
 
     def touch(self, client: str, sid: str, delta: int) -> None:

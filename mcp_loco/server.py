@@ -149,7 +149,11 @@ class ModelPool:
         self.start()
 
     def close(self) -> None:
-        """Free every model, once the calls still holding one have let go (10 s at most)."""
+        """Stop the calls still holding a model, and free every model once they let go (10 s at most)."""
+        with self._lock:
+            flags = list(self._lent.values())
+        for cancel in flags:
+            cancel.set()
         deadline = time.monotonic() + 10.0
         while self.running and time.monotonic() < deadline:
             time.sleep(0.02)
