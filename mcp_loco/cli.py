@@ -57,8 +57,10 @@ def _overrides(args: argparse.Namespace) -> Overrides:
         put("http", "endpoints", args.endpoint)
     for key in ("max_turns", "deadline_s"):
         put("agent", key, getattr(args, key, None))
-    for key in ("transport", "host", "port", "parallel"):
+    for key in ("transport", "host", "port", "parallel", "max_queue", "token_file"):
         put("server", key, getattr(args, key, None))
+    if getattr(args, "allow_unauthenticated", False):
+        put("server", "allow_unauthenticated", True)
     if getattr(args, "root", None) and args.command == "serve":
         put("server", "roots", [str(Path(r).expanduser()) for r in args.root])
     return out
@@ -181,7 +183,15 @@ def cmd_install(args: argparse.Namespace) -> int:
     if args.client == "claude-code" and args.proxy:  # --proxy: the haiku tier through `mcp-loco proxy`
         return install.claude_code_proxy(args.scope or "local", args.proxy_url, args.print_only)
     if args.client == "claude-code":
-        return install.claude_code(args.name, args.scope or "user", args.root, args.print_only, args.server_args)
+        return install.claude_code(
+            args.name, args.scope or "user", args.root, args.print_only, args.server_args, args.url, args.token_file
+        )
+    if args.url or args.token_file:
+        print(
+            "error: Claude Desktop starts its servers itself (stdio); --url and --token-file are for claude-code",
+            file=sys.stderr,
+        )
+        return 2
     return install.claude_desktop(
         args.name, args.root, Path(args.config_path) if args.config_path else None, args.server_args
     )
@@ -244,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port for sse/http (default 8765)")
     p.add_argument("--root", action="append", metavar="DIR", help="directory clients may explore (repeatable)")
     p.add_argument("--parallel", type=int, help="model instances serving calls at once (default 1)")
+    p.add_argument("--max-queue", dest="max_queue", type=int, metavar="N", help="calls that may wait (default 8)")
+    p.add_argument("--token-file", dest="token_file", metavar="FILE", help="bearer token clients must send (sse/http)")
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="listen beyond loopback without a token (only behind an authenticating proxy)",
+    )
     _model_flags(p)
     _common(p)
     p.set_defaults(func=cmd_serve)
@@ -305,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--proxy-url", default="http://127.0.0.1:9091", help="where the proxy listens (with --proxy)")
     p.add_argument("--config-path", help="claude_desktop_config.json to edit (default: the platform's)")
+    p.add_argument("--url", help="register a server already listening here (sse or http) instead of stdio")
+    p.add_argument("--token-file", dest="token_file", metavar="FILE", help="the bearer token of the --url server")
     p.set_defaults(func=cmd_install)
 
     # ---- proxy (begin) ----

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from mcp_loco.errors import ConfigError
 
@@ -249,6 +249,19 @@ class ServerSettings(Section):
     """Directories explore_codebase may read. Empty: the directory the server was started in."""
     parallel: int = Field(1, ge=1)
     """Model instances; further calls queue."""
+    max_queue: int = Field(8, ge=0)
+    """Calls that may wait for a model; a call beyond them gets an immediate "server busy" error."""
+    token: SecretStr = SecretStr("")
+    """Bearer token clients of sse and http must send (Authorization: Bearer ...); prefer token_file or
+    MCP_LOCO_SERVER_TOKEN to writing it here. Empty: no authentication, allowed on loopback only."""
+    token_file: str = ""
+    """File holding the bearer token (the first line; overrides token). `serve --token-file FILE`."""
+    allow_unauthenticated: bool = False
+    """Listen beyond loopback without a token (only behind a proxy that authenticates)."""
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    """Largest HTTP request body accepted (sse and http); larger ones get 413."""
+    max_sessions_per_client: int = Field(32, ge=1)
+    """Open sessions (http) and SSE streams one client address may hold; more get 429."""
 
 
 class ProxySettings(Section):
@@ -415,6 +428,8 @@ def load_settings(
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, SecretStr):  # shown as set or not, never its value
+        return json.dumps("***" if value.get_secret_value() else "")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -38,16 +38,53 @@ def claude_code_command(name: str, scope: str, roots: Sequence[str] | None, extr
     return ["claude", "mcp", "add", "--scope", scope, name, "--", *cmd, *serve_args(roots, extra)]
 
 
-def claude_code(name: str, scope: str, roots: Sequence[str] | None, print_only: bool, extra: Sequence[str]) -> int:
-    """Run (or print) `claude mcp add` for this install."""
-    command = claude_code_command(name, scope, roots, extra)
+def claude_code_http_command(name: str, scope: str, url: str, token: str | None) -> list[str]:
+    """The `claude mcp add` command line for a running sse or http server, with its token header."""
+    transport = "sse" if url.rstrip("/").endswith("/sse") else "http"
+    command = ["claude", "mcp", "add", "--transport", transport, "--scope", scope, name, url]
+    # --header goes last: it takes several values and would swallow the name and URL.
+    return command + (["--header", f"Authorization: Bearer {token}"] if token else [])
+
+
+def claude_code(
+    name: str,
+    scope: str,
+    roots: Sequence[str] | None,
+    print_only: bool,
+    extra: Sequence[str],
+    url: str | None = None,
+    token_file: str | None = None,
+) -> int:
+    """Run (or print) `claude mcp add` for this install, or for a server already listening at `url`."""
+    if token_file and not url:
+        raise ConfigError("--token-file goes with --url: a stdio server needs no token")
+    if url and (roots or extra):
+        raise ConfigError("--root and serve arguments belong to the server at --url, not to the registration")
+    if url and print_only:
+        # Print the header as a shell substitution, so the token itself is not echoed to the terminal.
+        line = shlex.join(claude_code_http_command(name, scope, url, None))
+        if token_file:
+            line += (
+                f' --header "Authorization: Bearer $(cat {shlex.quote(str(Path(token_file).expanduser().resolve()))})"'
+            )
+        print(line)
+        return 0
+    if url:
+        from mcp_loco.auth import load_token
+        from mcp_loco.config import ServerSettings
+
+        token = load_token(ServerSettings(token_file=token_file)) if token_file else None
+        command = claude_code_http_command(name, scope, url, token)
+    else:
+        command = claude_code_command(name, scope, roots, extra)
     if print_only:
         print(shlex.join(command))
         return 0
     if shutil.which("claude") is None:
+        shown = [a if not a.startswith("Authorization:") else "Authorization: Bearer <token>" for a in command]
         print(
             "error: the `claude` command is not on PATH. Install Claude Code, or run this yourself:\n  "
-            + shlex.join(command),
+            + shlex.join(shown),
             file=sys.stderr,
         )
         return 1

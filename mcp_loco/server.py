@@ -22,6 +22,7 @@ from pydantic import Field
 
 from mcp_loco import __version__
 from mcp_loco.agent import Explorer, Progress
+from mcp_loco.auth import stream_watch
 from mcp_loco.config import Settings
 from mcp_loco.errors import Cancelled, LocoError, RootError
 from mcp_loco.interfaces import ChatModel, is_within
@@ -34,6 +35,8 @@ log = structlog.get_logger("mcp_loco.server")
 
 MIN_BUDGET_S = 5.0
 """A call that waited out most of its budget in the queue still gets this long to write a report."""
+
+SHUTDOWN_MESSAGE = "the server is shutting down: this call was stopped; call again once it is back"
 
 DESCRIPTION = """\
 Answer a question about a local codebase: a small local model reads the code with read-only tools \
@@ -64,6 +67,10 @@ class ModelPool:
         self._loading = threading.Event()
         self.error: str | None = None
         self.waiting = 0
+        self.max_queue = settings.server.max_queue
+        self.stopping: str | None = None
+        """Set (to the message callers get) once the server shuts down: no call waits or runs any more."""
+        self._lent: dict[int, threading.Event] = {}
 
     def _load(self) -> ChatModel:
         from mcp_loco.backends import load_backend
@@ -110,7 +117,31 @@ class ModelPool:
     def release(self, explorer: Explorer) -> None:
         """Give an explorer back."""
         with self._lock:
+            self._lent.pop(id(explorer), None)
             self._free.append(explorer)
+
+    def cancel_flag(self, explorer: Explorer) -> threading.Event:
+        """The cancel flag of the call that holds `explorer` (set at once if the server is stopping)."""
+        cancel = threading.Event()
+        with self._lock:
+            self._lent[id(explorer)] = cancel
+            if self.stopping:
+                cancel.set()
+        return cancel
+
+    @property
+    def running(self) -> int:
+        """Calls holding a model now."""
+        with self._lock:
+            return len(self._lent)
+
+    def stop(self, message: str) -> None:
+        """Refuse new and waiting calls with `message` and cancel the running ones (server shutdown)."""
+        with self._lock:
+            self.stopping = message
+            flags = list(self._lent.values())
+        for cancel in flags:
+            cancel.set()
 
     def retry_if_failed(self) -> None:
         """After a failed load with nothing loaded, try again on the next call (the file may exist now)."""
@@ -121,7 +152,14 @@ class ModelPool:
         self.start()
 
     def close(self) -> None:
-        """Free every model."""
+        """Stop the calls still holding a model, and free every model once they let go (10 s at most)."""
+        with self._lock:
+            flags = list(self._lent.values())
+        for cancel in flags:
+            cancel.set()
+        deadline = time.monotonic() + 10.0
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.02)
         with self._lock:
             explorers, self._all, self._free = self._all, [], []
         for e in explorers:
@@ -258,7 +296,7 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
         explorer = await _acquire(pool, ctx)
         # The client's clock started when the call arrived: time spent waiting for a model counts.
         budget = max(MIN_BUDGET_S, (deadline_s or settings.agent.deadline_s) - (time.monotonic() - arrived))
-        cancel = threading.Event()
+        cancel = _cancel_flag(pool, explorer, ctx)
         max_t = max_turns or settings.agent.max_turns
 
         token = anyio.lowlevel.current_token()  # heartbeats come from a thread anyio did not start
@@ -277,7 +315,7 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
                 cancel,
             )
         except Cancelled as e:
-            raise ToolError(f"cancelled: {e}") from None
+            raise ToolError(pool.stopping or f"cancelled: {e}") from None
         except LocoError as e:
             raise ToolError(str(e)) from None
         except Exception as e:
@@ -292,9 +330,17 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
 
 
 async def _acquire(pool: ModelPool, ctx: Context) -> Explorer:
-    """Wait for a loaded, free model, telling the client why it waits."""
+    """Wait for a loaded, free model, telling the client why it waits; refuse at once beyond the queue bound."""
+    if pool.stopping:
+        raise ToolError(pool.stopping)
     if pool.error:
         pool.retry_if_failed()
+    explorer = pool.try_acquire()
+    if explorer is not None:
+        return explorer
+    if pool.waiting >= pool.max_queue:
+        raise ToolError(_busy(pool))
+    watch = stream_watch(ctx)
     pool.waiting += 1
     try:
         last, was_loading = 0.0, None
@@ -302,6 +348,10 @@ async def _acquire(pool: ModelPool, ctx: Context) -> Explorer:
             explorer = pool.try_acquire()
             if explorer is not None:
                 return explorer
+            if pool.stopping:
+                raise ToolError(pool.stopping)
+            if watch is not None and watch.closed:  # the client is gone: leave the queue
+                raise ToolError("cancelled: the client closed its stream while the call waited")
             loading = pool.loading
             if pool.error and not loading:
                 raise ToolError(pool.error)
@@ -318,34 +368,62 @@ async def _acquire(pool: ModelPool, ctx: Context) -> Explorer:
         pool.waiting -= 1
 
 
+def _busy(pool: ModelPool) -> str:
+    """The refusal of a call that finds the queue full: how many calls are ahead of it."""
+    running, waiting = pool.running, pool.waiting
+    now = "the model is still loading" if pool.loading else f"{running} running"
+    return (
+        f"the server is busy: {running + waiting} calls are ahead of this one ({now}, {waiting} waiting, "
+        f"which is as many as may wait: --max-queue {pool.max_queue}). Try again in a minute or two, or ask "
+        "whoever runs the server for a longer queue (--max-queue) or more model instances (--parallel)"
+    )
+
+
+def _cancel_flag(pool: ModelPool, explorer: Explorer, ctx: Context) -> threading.Event:
+    """The call's cancel flag: set by a server shutdown, and by the client closing its HTTP stream mid-call."""
+    cancel = pool.cancel_flag(explorer)
+    watch = stream_watch(ctx)
+    if watch is not None:
+
+        def closed() -> None:
+            if not cancel.is_set():
+                log.info("client closed its stream mid-call: stopping the exploration")
+                cancel.set()
+
+        watch.on_close(closed)
+    return cancel
+
+
 def serve(settings: Settings, pool: ModelPool | None = None) -> None:
     """Run the server on the configured transport until interrupted."""
     pool = pool or ModelPool(settings)
     server = build_server(settings, pool)
     s = settings.server
-    log.info("serving", transport=s.transport, roots=[str(r) for r in resolve_roots(settings)])
     try:
         if s.transport == "stdio":
+            log.info("serving", transport=s.transport, roots=[str(r) for r in resolve_roots(settings)])
+            if s.token.get_secret_value() or s.token_file:
+                log.info("server.token is not used over stdio: the client that starts the server is the only one")
             server.run("stdio")
         else:
-            import uvicorn
+            from mcp_loco import auth
 
+            token = auth.load_token(s)
+            auth.check_exposure(s, token)  # before anything loads: never expose the roots without a token
+            log.info("serving", transport=s.transport, roots=[str(r) for r in resolve_roots(settings)])
+            limit = s.max_body_bytes
             app = (
-                server.sse_app(sse_path="/sse", message_path="/messages/", host=s.host)
+                server.sse_app(sse_path="/sse", message_path="/messages/", host=s.host, max_request_body_size=limit)
                 if s.transport == "sse"
-                else server.streamable_http_app(streamable_http_path="/mcp", host=s.host)
+                else server.streamable_http_app(
+                    streamable_http_path="/mcp",
+                    host=s.host,
+                    max_request_body_size=limit,
+                    session_idle_timeout=auth.SESSION_IDLE_S,
+                )
             )
             if s.transport == "sse":
                 pool.start()  # SSE enters the lifespan per connection; load up front instead
-            if s.host not in ("127.0.0.1", "localhost", "::1"):
-                log.warning(
-                    "listening beyond loopback: anyone who can reach this address can explore the roots "
-                    "(no authentication; DNS-rebinding protection applies to loopback hosts only)",
-                    host=s.host,
-                )
-            where = "/sse" if s.transport == "sse" else "/mcp"
-            log.info("listening", url=f"http://{s.host}:{s.port}{where}")
-            # log_config=None keeps uvicorn on our stderr logging (its default sends access logs to stdout).
-            uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port, log_config=None, access_log=False)).run()
+            auth.run(app, s, token, stop=lambda: pool.stop(SHUTDOWN_MESSAGE))
     finally:
         pool.close()

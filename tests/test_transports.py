@@ -151,13 +151,17 @@ def test_inspector_cli_over_stdio(env: dict[str, str], sample_repo: Path) -> Non
     assert refused.returncode != 0 and "outside the allowed roots" in refused.stdout + refused.stderr
 
 
-def test_inspector_cli_over_http(env: dict[str, str], sample_repo: Path) -> None:
-    with running_server("http", env) as url:
-        listed = inspector(url, "--method", "tools/list")
+def test_inspector_cli_over_http_with_a_token(env: dict[str, str], sample_repo: Path, tmp_path: Path) -> None:
+    token = "inspector-token-0123456789abcdef"
+    (tmp_path / "token").write_text(token + "\n")
+    with running_server("http", env, "--token-file", str(tmp_path / "token")) as url:
+        header = ["--header", f"Authorization: Bearer {token}"]
+        listed = inspector(url, *header, "--method", "tools/list")
         assert listed.returncode == 0, listed.stderr
         assert json.loads(listed.stdout)["tools"][0]["annotations"]["readOnlyHint"] is True
         called = inspector(
             url,
+            *header,
             "--method",
             "tools/call",
             "--tool-name",
@@ -169,6 +173,9 @@ def test_inspector_cli_over_http(env: dict[str, str], sample_repo: Path) -> None
         )
         assert called.returncode == 0, called.stderr + called.stdout
         assert json.loads(called.stdout)["structuredContent"]["report"]
+        # Without the header the server answers 401 + WWW-Authenticate, which the Inspector reads as "log in".
+        refused = inspector(url, "--method", "tools/list", timeout=60)
+        assert refused.returncode != 0 and "auth_required" in refused.stderr, refused.stdout + refused.stderr
 
 
 def test_stdio_mode_writes_nothing_but_protocol_to_stdout(env: dict[str, str], sample_repo: Path) -> None:
