@@ -252,9 +252,9 @@ def scale_section(paths: list[Path]) -> list[str]:
     def row(title: str, fn: Callable[[Figures], str]) -> None:
         rows.append([title, *[_cell(fn)(r) for r in runs]])
 
-    row("load time, 32K context (file in the page cache)", lambda f: f"{f['load']['load_s']:.1f} s")
+    row("load time, n_ctx 32K, f16 cache (file in the page cache)", lambda f: f"{f['load']['load_s']:.1f} s")
     row(
-        "RSS after load / peak after one short completion, n_ctx 32K f16",
+        "RSS after load / peak after one short completion, n_ctx 32K, f16 cache, no flash attention",
         lambda f: f"{f['load']['rss_loaded_mib'] / 1024:.2f} / {f['load']['rss_peak_mib'] / 1024:.2f} GiB",
     )
     for n_ctx in (16384, 32768, 51200):
@@ -304,6 +304,7 @@ def scale_section(paths: list[Path]) -> list[str]:
             f"{f['estimate']['typical_written']} written)"
         ),
     )
+    notes = [line for r in runs for line in _defaults_note(r)]
     return [
         "",
         f"### {SCALE_TITLE}",
@@ -313,7 +314,46 @@ def scale_section(paths: list[Path]) -> list[str]:
         "via `benchmarks/run_all.py --scale GGUF`. One run each; depths reached by copying KV cells (see "
         "mcp_loco/speed.py). A GPU column appears with `--label gpu-<name> --gpu '<the GPU>' --bandwidth-gbs N`.",
         "",
-        *[_machine_line(r["machine"]) + f" Configuration used below the speed rows: {r['best']}." for r in runs],
+        *[_machine_line(r["machine"]) + _scale_note(r) for r in runs],
         "",
         table(["figure", *labels], rows, True),
+        *notes,
     ]
+
+
+def _scale_note(f: Figures) -> str:
+    note = f" Configuration of the rows below the speed rows: {f.get('best', '–')}."
+    if f.get("loadavg"):
+        note += (
+            f" 1-minute load average after each part: {', '.join(map(str, f['loadavg']))} (other work shared "
+            f"the {f['machine']['cores']} cores, so these speeds are lower than on an idle machine)."
+        )
+    return note
+
+
+def _defaults_note(f: Figures) -> list[str]:
+    """The sentences that tie the llama defaults (mcp_loco/config.py) to this run's figures."""
+    try:
+        kv = {(r["n_ctx"], r["type"]): r for r in f["kv"]}
+        f16, q8 = kv[(32768, "f16")], kv[(32768, "q8_0")]
+        lines = [
+            "",
+            f"Defaults chosen from the **{f['machine']['label']}** figures (`llama.*` in configs/default.toml): "
+            f"`flash_attn = true` with a `q8_0` K and V cache, because at n_ctx 32K the cache takes "
+            f"{q8['kv_mib'] / 1024:.2f} instead of {f16['kv_mib'] / 1024:.2f} GiB and flash attention shrinks "
+            f"llama.cpp's compute buffer from {f['compute_mib_no_fa_32k']:.0f} to {f16['compute_mib']:.0f} MiB "
+            f"(peak RSS {q8['rss_peak_mib'] / 1024:.1f} GiB against {f['load']['rss_peak_mib'] / 1024:.1f} GiB with "
+            "an f16 cache and no flash attention, the previous defaults), at the speeds in the rows above. "
+            "`n_ctx` stays 32768: "
+            f"a typical exploration needs ~{f['estimate']['typical_prompt'] + f['estimate']['typical_written']} "
+            f"tokens, the model was trained on 16,384-token sequences, and 50K would cost "
+            f"{kv[(51200, 'q8_0')]['kv_mib'] / 1024:.2f} GiB of q8_0 cache for turns it rarely reaches.",
+        ]
+    except (KeyError, TypeError):
+        return []
+    if "threads_cmp" in f and "batch_cmp" in f:
+        lines.append(
+            "`n_threads = 0` (all cores) and `n_batch = 512` stay: see the threads and n_batch rows (on a machine "
+            "whose cores are busy with other work, one thread is faster; benchmarks/README.md)."
+        )
+    return lines

@@ -182,9 +182,11 @@ def replay(model: Path, s: LlamaSettings) -> dict[str, Any]:
 
 
 def part_load(args: Any, model: Path, out: dict[str, Any]) -> None:
-    """Load time and RSS at the default n_ctx, in a fresh process."""
-    first = child(model, settings_for(args, 32768), tokens=8)
+    """Load time and RSS at n_ctx 32K with an f16 cache and no flash attention (the KV part has the others)."""
+    s = settings_for(args, 32768, cache_type_k="f16", cache_type_v="f16", flash_attn=False)
+    first = child(model, s, tokens=8)
     out["load"] = {
+        "settings": "f16 KV cache, flash attention off",
         "load_s": round(first["load_s"], 2),
         "rss_loaded_mib": round(first["loaded_mib"]),
         "rss_peak_mib": round(first["peak_mib"]),
@@ -282,6 +284,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=128, help="prefill tokens timed at each depth (default 128)")
     ap.add_argument("--decode", type=int, default=8, help="tokens decoded at each depth (default 8)")
     ap.add_argument("--skip", action="append", default=[], choices=[p for p in PARTS if p != "speed"])
+    ap.add_argument("--only", action="append", default=[], choices=["load", "kv"], help="run only these parts")
     ap.add_argument("--bandwidth-gbs", type=float, default=0.0, help="memory bandwidth to compare with (0 = measure)")
     ap.add_argument("--label", default="cpu", help="column name for this machine")
     ap.add_argument("--gpu", default="", help="the GPU, in words, when the build uses one")
@@ -302,9 +305,10 @@ def main() -> None:
     out["bandwidth_gbs"] = round(args.bandwidth_gbs or bandwidth_gbs(), 1)
     print(f"memory bandwidth {out['bandwidth_gbs']} GB/s (numpy copy, one thread)", flush=True)
     for name, part in PARTS.items():
-        if name not in args.skip:
+        if name not in args.skip and (not args.only or name in args.only):
             part(args, model, out)
             out["seconds"] = round(time.perf_counter() - t_all)
+            out.setdefault("loadavg", []).append(round(os.getloadavg()[0], 1))  # other work on the machine
             emit(args, out)
     print(f"done in {out['seconds']} s")
 

@@ -26,6 +26,7 @@ def test_tokenizer_has_qwen3s_size_and_added_tokens(small_model_path: Path) -> N
 
 @pytest.mark.model
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # writes 1.1 GB of F16 and quantises it: minutes on 2 cores
 def test_two_layer_build_loads_with_the_4b_shape(small_model_path: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / "synthetic_model.py"), "--layers", "2", "--out", str(tmp_path)],
@@ -54,3 +55,24 @@ def test_two_layer_build_loads_with_the_4b_shape(small_model_path: Path, tmp_pat
         llm.eval(llm.tokenize(b"hello world", add_bos=False))  # the graph runs
     finally:
         llm.close()
+    # --from-2-layer copies those quantised blocks to more layers with the types llama.cpp picks for that depth.
+    three = tmp_path / "three.gguf"
+    sm.assemble(path, three, 3)
+    import gguf
+
+    reader = gguf.GGUFReader(three)
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert [types[f"blk.{i}.ffn_down.weight"] for i in range(3)] == ["Q4_K", "Q4_K", "Q6_K"]
+    assert types["token_embd.weight"] == "Q6_K" and "output.weight" not in types
+    llm = llama_cpp.Llama(model_path=str(three), n_ctx=512, n_threads=1, verbose=False)
+    try:
+        assert llama_cpp.llama_model_n_layer(llm._model.model) == 3
+    finally:
+        llm.close()
+
+
+def test_more_bits_matches_llama_cpps_q4_k_m_types() -> None:
+    # Seen in llama.cpp's own Q4_K_M runs: 2 layers -> layer 1 Q6_K; 36 layers -> layers 0-3 Q6_K, 4 and 5 Q4_K.
+    assert [sm.more_bits(i, 2) for i in range(2)] == [False, True]
+    assert [sm.more_bits(i, 36) for i in range(6)] == [True, True, True, True, False, False]
+    assert sum(sm.more_bits(i, 36) for i in range(36)) == 18
