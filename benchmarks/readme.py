@@ -230,8 +230,10 @@ def _kv_row(f: Figures, n_ctx: int) -> str:
 
 
 def _speed(f: Figures, config: str, depth: int, key: str) -> str:
+    if config not in f["speed"]:
+        return "not measured"
     p = next(p for p in f["speed"][config] if p["depth"] == depth)
-    return f"{p[key]:.1f}"
+    return f"{p[key]:.2f}"
 
 
 def _bound(f: Figures, depth: int) -> float:
@@ -323,6 +325,8 @@ def scale_section(paths: list[Path]) -> list[str]:
 
 def _scale_note(f: Figures) -> str:
     note = f" Configuration of the rows below the speed rows: {f.get('best', '–')}."
+    if f.get("note"):
+        note += " " + f["note"]
     if f.get("loadavg"):
         note += (
             f" 1-minute load average after each part: {', '.join(map(str, f['loadavg']))} (other work shared "
@@ -336,20 +340,22 @@ def _defaults_note(f: Figures) -> list[str]:
     try:
         kv = {(r["n_ctx"], r["type"]): r for r in f["kv"]}
         f16, q8 = kv[(32768, "f16")], kv[(32768, "q8_0")]
+        on, off = _speed(f, "f16+fa", 8192, "decode_tok_s"), _speed(f, "f16", 8192, "decode_tok_s")
         lines = [
             "",
             f"Defaults chosen from the **{f['machine']['label']}** figures (`llama.*` in configs/default.toml): "
-            f"`flash_attn = true` with a `q8_0` K and V cache, because at n_ctx 32K the cache takes "
-            f"{q8['kv_mib'] / 1024:.2f} instead of {f16['kv_mib'] / 1024:.2f} GiB and flash attention shrinks "
-            f"llama.cpp's compute buffer from {f['compute_mib_no_fa_32k']:.0f} to {f16['compute_mib']:.0f} MiB "
-            f"(peak RSS {q8['rss_peak_mib'] / 1024:.1f} GiB against {f['load']['rss_peak_mib'] / 1024:.1f} GiB with "
-            "an f16 cache and no flash attention, the previous defaults), at the speeds in the rows above. "
-            "`n_ctx` stays 32768: "
-            f"a typical exploration needs ~{f['estimate']['typical_prompt'] + f['estimate']['typical_written']} "
-            f"tokens, the model was trained on 16,384-token sequences, and 50K would cost "
-            f"{kv[(51200, 'q8_0')]['kv_mib'] / 1024:.2f} GiB of q8_0 cache for turns it rarely reaches.",
+            f"`flash_attn = false` with an `f16` cache, because flash attention decoded {on} instead of {off} "
+            f"tok/s at 8K of context here, and decoding is most of an exploration's time. It would save memory: "
+            f"with it and a `q8_0` cache the cache at 32K takes {q8['kv_mib'] / 1024:.2f} instead of "
+            f"{f16['kv_mib'] / 1024:.2f} GiB and llama.cpp's compute buffer {f16['compute_mib']:.0f} instead of "
+            f"{f['compute_mib_no_fa_32k']:.0f} MiB (peak RSS {q8['rss_peak_mib'] / 1024:.1f} against "
+            f'{f["load"]["rss_peak_mib"] / 1024:.1f} GiB), so `flash_attn = true` and `cache_type_k/v = "q8_0"` '
+            "are the settings for a machine short of RAM, or a GPU build. `n_ctx` stays 32768: a typical exploration "
+            f"needs ~{f['estimate']['typical_prompt'] + f['estimate']['typical_written']} tokens, the model was "
+            f"trained on 16,384-token sequences, and 50K would cost {kv[(51200, 'f16')]['kv_mib'] / 1024:.2f} GiB of "
+            "f16 cache for turns it rarely reaches.",
         ]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, StopIteration):
         return []
     if "threads_cmp" in f and "batch_cmp" in f:
         lines.append(

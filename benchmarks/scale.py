@@ -242,7 +242,11 @@ def part_kv(args: Any, model: Path, out: dict[str, Any]) -> None:
             }
             out["kv"].append(row)
             print(f"kv {row}", flush=True)
-    c = child(model, settings_for(args, 32768, flash_attn=False), tokens=1)
+
+
+def part_compute(args: Any, model: Path, out: dict[str, Any]) -> None:
+    """llama.cpp's compute buffer at 32K without flash attention (f16 cache: a quantised V needs flash attention)."""
+    c = child(model, settings_for(args, 32768, cache_type_k="f16", cache_type_v="f16", flash_attn=False), tokens=1)
     out["compute_mib_no_fa_32k"] = mib(r"CPU compute buffer size =\s*([\d.]+) MiB", c["log"])
     print(f"compute buffer without flash attention at 32K: {out['compute_mib_no_fa_32k']} MiB", flush=True)
 
@@ -272,6 +276,7 @@ PARTS = {
     "load": part_load,
     "speed": part_speed,
     "kv": part_kv,
+    "compute": part_compute,
     "replay": part_replay,
     "threads": part_threads,
     "batch": part_batch,
@@ -284,7 +289,9 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=128, help="prefill tokens timed at each depth (default 128)")
     ap.add_argument("--decode", type=int, default=8, help="tokens decoded at each depth (default 8)")
     ap.add_argument("--skip", action="append", default=[], choices=[p for p in PARTS if p != "speed"])
-    ap.add_argument("--only", action="append", default=[], choices=["load", "kv"], help="run only these parts")
+    ap.add_argument(
+        "--only", action="append", default=[], choices=["load", "kv", "compute"], help="run only these parts"
+    )
     ap.add_argument("--bandwidth-gbs", type=float, default=0.0, help="memory bandwidth to compare with (0 = measure)")
     ap.add_argument("--label", default="cpu", help="column name for this machine")
     ap.add_argument("--gpu", default="", help="the GPU, in words, when the build uses one")

@@ -69,12 +69,12 @@ class LlamaSettings(Section):
     """Prompt tokens evaluated per batch."""
     n_gpu_layers: int = -1
     """Layers offloaded to the GPU in GPU builds; -1 = all, 0 = none. Ignored by CPU builds."""
-    flash_attn: bool = True
-    """Flash attention (needed for a quantised V cache); at 32K it shrinks llama.cpp's compute buffer from ~2.1 GiB
-    to ~0.3 GiB (README, LocoOperator-4B-shaped)."""
-    cache_type_k: str = "q8_0"
-    """KV cache type for K: f16, q8_0, q4_0... q8_0 halves the cache (2.4 instead of 4.5 GiB at 32K for the 4B)."""
-    cache_type_v: str = "q8_0"
+    flash_attn: bool = False
+    """Flash attention (needed for a quantised V cache). Off: on a CPU it decoded the 4B 5x slower at 8K of context,
+    though it shrinks the compute buffer at 32K from 2.1 to 0.3 GiB (README, LocoOperator-4B-shaped)."""
+    cache_type_k: str = "f16"
+    """KV cache type for K: f16, q8_0, q4_0... q8_0 (with flash_attn) halves the 4B's cache: 2.4 GiB at 32K, not 4.5."""
+    cache_type_v: str = "f16"
     """KV cache type for V (quantised types need flash_attn)."""
     use_mlock: bool = False
     """Lock the model in RAM."""
