@@ -1,9 +1,12 @@
 """Run every benchmark, store the figures per machine, and regenerate the results section of README.md.
 
     .venv/bin/python benchmarks/run_all.py [--label cpu] [--threads N] [--model GGUF] [--eval] [--no-readme | --readme-only]
+    .venv/bin/python benchmarks/run_all.py --scale /work/synth/loco4b-shaped-L36-Q4_K_M.gguf [--label cpu]
 
 Each machine's figures go to benchmarks/results/<label>.json; the README table has one column per
 stored machine, so a GPU column appears by running this on a GPU build with another --label.
+--scale GGUF runs only benchmarks/scale.py on a LocoOperator-4B-shaped GGUF (benchmarks/synthetic_model.py)
+and stores its figures in benchmarks/results/scale-<label>.json (the README's "LocoOperator-4B-shaped" part).
 Quality figures come from benchmarks/results/eval-<label>.json (written by --eval, which runs
 `mcp-loco eval --ablate`; slow on a CPU, so the stored file is reused when --eval is not given).
 """
@@ -62,16 +65,29 @@ def machine(args: argparse.Namespace, model: Path) -> dict[str, Any]:
 
 
 def run(script: str, *argv: str) -> tuple[str, float]:
-    """Run one benchmark script, echoing its output; return the output and seconds."""
+    """Run one benchmark script, echoing its output as it comes; return the output and seconds."""
     print(f"\n=== {script} {' '.join(argv)}", flush=True)
     started = time.perf_counter()
-    done = subprocess.run([PY, str(HERE / script), *argv], capture_output=True, text=True, check=False, cwd=HERE.parent)
+    # stderr goes to a file, so a chatty script cannot fill a pipe while its stdout is being read.
+    with (
+        tempfile.TemporaryFile("w+") as err,
+        subprocess.Popen(
+            [PY, str(HERE / script), *argv], stdout=subprocess.PIPE, stderr=err, text=True, cwd=HERE.parent
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+        proc.wait()
+        err.seek(0)
+        stderr = err.read()
     seconds = time.perf_counter() - started
-    print(done.stdout, end="", flush=True)
-    if done.returncode != 0:
-        print(done.stderr, file=sys.stderr)
-        raise SystemExit(f"{script} failed with exit code {done.returncode}")
-    return done.stdout, seconds
+    if proc.returncode != 0:
+        print(stderr, file=sys.stderr)
+        raise SystemExit(f"{script} failed with exit code {proc.returncode}")
+    return "".join(lines), seconds
 
 
 def with_json(script: str, *argv: str) -> tuple[dict[str, Any], float]:
@@ -165,6 +181,16 @@ def measure(args: argparse.Namespace, model: Path) -> None:
     print(f"\nwrote {path} ({figures['seconds']['total']:.0f}s)")
 
 
+def measure_scale(args: argparse.Namespace, model: Path) -> None:
+    """Run benchmarks/scale.py; it rewrites benchmarks/results/scale-<label>.json after each of its parts."""
+    extra = ["--bandwidth-gbs", str(args.bandwidth_gbs)] if args.bandwidth_gbs else []
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"scale-{args.label}.json"
+    argv = ["--model", str(model), "--threads", str(args.threads), "--label", args.label, "--gpu", args.gpu]
+    _, seconds = run("scale.py", *argv, *extra, "--json", str(path))
+    print(f"\nwrote {path} ({seconds:.0f}s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--label", default="cpu", help="column name for this machine (e.g. cpu, gpu-h100)")
@@ -178,8 +204,12 @@ def main() -> None:
     only = ap.add_mutually_exclusive_group()
     only.add_argument("--readme-only", action="store_true", help="only regenerate README.md from the stored results")
     only.add_argument("--eval-only", action="store_true", help="only run the eval (and regenerate README.md)")
+    only.add_argument("--scale", type=Path, metavar="GGUF", help="only run scale.py on a 4B-shaped GGUF")
+    ap.add_argument("--bandwidth-gbs", type=float, default=0.0, help="--scale: memory bandwidth (0 = measure)")
     args = ap.parse_args()
-    if not args.readme_only:
+    if args.scale is not None:
+        measure_scale(args, args.scale.resolve())
+    elif not args.readme_only:
         model = (args.model or default_model()).resolve()
         if not args.eval_only:
             measure(args, model)

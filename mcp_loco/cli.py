@@ -225,9 +225,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check the model file, the llama.cpp build, ripgrep and the settings; say what to fix."""
-    from mcp_loco.doctor import run_doctor
+    from mcp_loco.doctor import run_bench, run_doctor
 
-    return run_doctor(_settings(args))
+    settings = _settings(args)
+    code = run_doctor(settings)
+    return run_bench(settings) if args.bench and code == 0 else code
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -356,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- proxy (end) ----
 
     p = sub.add_parser("doctor", help="check the model, the llama.cpp build, ripgrep and the settings")
+    p.add_argument("--bench", action="store_true", help="also time prefill/decode (~30 s) and estimate an exploration")
     _model_flags(p)
     _common(p)
     p.set_defaults(func=cmd_doctor)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from mcp_loco.config import Settings
 from mcp_loco.errors import LocoError
 from mcp_loco.interfaces import GenerateOptions, Segment
+from mcp_loco.speed import DepthBench, Point, Shape, bench, estimate_seconds
 
 REBUILD = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
@@ -123,3 +126,102 @@ def run_doctor(settings: Settings) -> int:
             print(f"{name}: FAILED - {e}")
     print("all checks passed" if not failed else f"{failed} check(s) failed: fix the lines marked FAILED")
     return 0 if failed == 0 else 1
+
+
+# ---- doctor --bench ------------------------------------------------------------------------------
+
+CLIENT_LIMIT_S = 120.0
+"""Claude Code moves a call still running at 120 s to the background (configs/../shared clients notes)."""
+GPU_HINT = 'a GPU build (CMAKE_ARGS="-DGGML_CUDA=on" scripts/setup) or model.backend=http to a llama-server on a GPU'
+
+
+def exploration_shape(settings: Settings, opening: int) -> Shape:
+    """A typical exploration under these settings: ~20K prompt tokens and ~2K written over 10 turns."""
+    typical = Shape()
+    chars_per_token = 3.5  # code and English, as the replay backend estimates
+    return Shape(
+        opening=opening,
+        result_tokens=min(typical.result_tokens, int(settings.tools.max_output_chars / chars_per_token)),
+        call_tokens=typical.call_tokens,
+        report_tokens=min(typical.report_tokens, settings.model.max_tokens, settings.agent.report_max_tokens),
+        turns=settings.agent.max_turns,
+    )
+
+
+def fixes(points: Sequence[Point], settings: Settings, shape: Shape, limit: float = CLIENT_LIMIT_S) -> list[str]:
+    """Settings that would bring the estimate within the limit, best first (the GPU build always last)."""
+    out = []
+    turns = [t for t in range(shape.turns - 1, 0, -1) if estimate_seconds(points, replace(shape, turns=t)) <= limit]
+    if turns:
+        out.append(f"agent.max_turns={turns[0]}")
+    for chars in (20000, 12000, 8000, 4000, 2000, 1000):
+        capped = replace(shape, result_tokens=min(shape.result_tokens, int(chars / 3.5)))
+        if chars < settings.tools.max_output_chars and estimate_seconds(points, capped) <= limit:
+            out.append(f"tools.max_output_chars={chars}")
+            break
+    out.append(GPU_HINT)
+    return out
+
+
+def run_bench(settings: Settings) -> int:
+    """Measure prefill and decode at a few depths (~30 s) and estimate a typical exploration's seconds."""
+    from mcp_loco.backends.llama_cpp import LlamaModel
+    from mcp_loco.protocol import render
+    from mcp_loco.turns import Turns
+
+    if settings.model.backend != "llama":
+        print(f"bench: FAILED - measures the llama backend, not {settings.model.backend}")
+        return 1
+    try:
+        path = _local_model(settings)
+        t0 = time.monotonic()
+        model = LlamaModel(path, settings.llama)
+    except LocoError as e:
+        print(f"bench: FAILED - {e}")
+        return 1
+    s = settings.llama
+    print(
+        f"bench: {path.name} loaded in {time.monotonic() - t0:.1f}s; n_ctx {model.n_ctx}, n_batch {s.n_batch}, "
+        f"KV {s.cache_type_k}/{s.cache_type_v}, flash_attn {'on' if s.flash_attn else 'off'}, "
+        f"threads {s.n_threads or os.cpu_count()}"
+    )
+    try:
+        turns = Turns(model, settings)
+        opening = model.count_tokens(render(turns.opening("/", "")))
+        turns.close()
+        with bench(model) as b:
+            points = _bench_points(b)
+    finally:
+        model.close()
+    for p in points:
+        print(
+            f"bench: at {p.depth:6d} tokens of context: prefill {p.prefill_tok_s:8.1f} tok/s, "
+            f"decode {p.decode_tok_s:6.1f} tok/s"
+        )
+    shape = exploration_shape(settings, opening)
+    seconds = estimate_seconds(points, shape)
+    fits = seconds <= CLIENT_LIMIT_S
+    print(
+        f"bench: a typical exploration ({shape.turns} turns, {shape.prompt_evaluated} prompt tokens evaluated, "
+        f"{shape.written} written) takes about {seconds:.0f} s of model time here: "
+        + (f"fits the clients' {CLIENT_LIMIT_S:.0f} s" if fits else f"does not fit the clients' {CLIENT_LIMIT_S:.0f} s")
+    )
+    needed = shape.prompt_evaluated + shape.written
+    if needed > model.n_ctx:
+        print(f"bench: it needs about {needed} tokens of context, more than llama.n_ctx={model.n_ctx}: raise it")
+    if not fits:
+        print("bench: to fit, set " + "; or ".join(fixes(points, settings, shape)))
+    return 0
+
+
+def _bench_points(b: DepthBench, budget_s: float = 6.0) -> list[Point]:
+    """Three depths up to 16K (within n_ctx), chunk and decode lengths sized from a first probe to ~budget_s each."""
+    probe = 16
+    rate = probe / b.prefill(b.tokens(probe))
+    chunk = max(16, min(512, int(rate * budget_s / 2)))
+    dec_rate = 4 / b.decode(4, b.tokens(1)[0])
+    n_decode = max(4, min(64, int(dec_rate * budget_s / 2)))
+    room = b.n_ctx - chunk - n_decode - 1
+    depths = sorted({0, min(4096, room), min(16384, room)})
+    b.unit = chunk  # evaluated once, then copied to reach each depth
+    return [b.measure(d, chunk, n_decode) for d in depths]
