@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
+import subprocess
+import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -18,6 +21,28 @@ from mcp_loco.turns import Turns
 
 ROOT = Path(__file__).resolve().parent.parent / "mcp_loco"
 """The project's own source tree: real code for the tools to read."""
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(proc: subprocess.Popen[Any], port: int, seconds: float = 60) -> None:
+    """Return once a server process listens on 127.0.0.1:port; raise if it exits or takes too long."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not listen within {seconds:g} s") from None
+            time.sleep(0.1)
 
 
 def default_model() -> Path:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 
 import anyio
 import httpx2
-from _common import ROOT, default_model, emit, parser
+from _common import ROOT, default_model, emit, free_port, parser, wait_listening
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -45,12 +44,6 @@ QUESTIONS = [
     "Where are tool calls parsed from the model output?",
 ]
 ACCEPT = "application/json, text/event-stream"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -80,17 +73,7 @@ def server(model: Path, threads: int, parallel: int, max_queue: int) -> Iterator
         cmd += ["--parallel", str(parallel), "--max-queue", str(max_queue)]
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the server exited with {proc.returncode}")
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("the server did not listen within 60 s") from None
-                    time.sleep(0.1)
+            wait_listening(proc, port)
             yield proc, f"http://127.0.0.1:{port}/mcp"
         finally:
             if proc.poll() is None:

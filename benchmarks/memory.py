@@ -12,14 +12,12 @@ Ratio = server / bare; the difference is what the server, the MCP stack and the 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
-from _common import ROOT, default_model, emit, parser
+from _common import ROOT, default_model, emit, free_port, parser, wait_listening
 from mcp import Client
 
 BIN = Path(sys.executable).parent / "mcp-loco"
@@ -44,12 +42,6 @@ def peak_kib(pid: int) -> int:
 def bare(*argv: str) -> int:
     done = subprocess.run([sys.executable, "-c", BARE, *argv], capture_output=True, text=True, check=True)
     return int(done.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def one_call(url: str) -> None:
@@ -86,17 +78,7 @@ def server_peak(model: Path, n_ctx: int, threads: int) -> int:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the server did not listen within 60 s") from None
-                time.sleep(0.1)
+        wait_listening(proc, port)
         anyio.run(one_call, f"http://127.0.0.1:{port}/mcp")
         return peak_kib(proc.pid)
     finally:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from trees import fixed_copy
 
 from mcp_loco.agent import Explorer
 from mcp_loco.backends.llama_cpp import LlamaModel
@@ -26,13 +25,8 @@ def fixed_repo(sample_repo: Path) -> Iterator[Path]:
     pytest's numbered temporary folders (pytest-14, pytest-15, ...) the same test meets a different
     prompt each run, and a path the model starts repeating can run a call past max_tokens.
     """
-    root = Path(tempfile.gettempdir()) / f"mcp-loco-real-{os.getuid()}" / "repo"
-    shutil.rmtree(root.parent, ignore_errors=True)
-    shutil.copytree(sample_repo, root, symlinks=True)
-    try:
+    with fixed_copy(sample_repo, "real") as root:
         yield root
-    finally:
-        shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def real_settings(model_path: Path) -> Settings:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -16,3 +20,15 @@ def write_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
         else:
             p.write_text(content, encoding="utf-8")
     return root
+
+
+@contextmanager
+def fixed_copy(tree: Path, name: str) -> Iterator[Path]:
+    """`tree` copied to the same path every run (a real model's output depends on the root in its prompt)."""
+    root = Path(tempfile.gettempdir()) / f"mcp-loco-{name}-{os.getuid()}" / "repo"
+    shutil.rmtree(root.parent, ignore_errors=True)
+    shutil.copytree(tree, root, symlinks=True)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root.parent, ignore_errors=True)

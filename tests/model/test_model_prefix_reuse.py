@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from trees import fixed_copy
 
 from mcp_loco.agent import Explorer
 from mcp_loco.backends.llama_cpp import LlamaModel
@@ -23,13 +21,8 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 @pytest.fixture
 def fixed_repo(sample_repo: Path) -> Iterator[Path]:
     """The sample repository at one path every run (the prompt holds the root, and so the output depends on it)."""
-    root = Path(tempfile.gettempdir()) / f"mcp-loco-reuse-{os.getuid()}" / "repo"
-    shutil.rmtree(root.parent, ignore_errors=True)
-    shutil.copytree(sample_repo, root, symlinks=True)
-    try:
+    with fixed_copy(sample_repo, "reuse") as root:
         yield root
-    finally:
-        shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def per_turn_usage(transcript_dir: Path) -> list[dict[str, Any]]:
