@@ -45,7 +45,7 @@ KV_CTX = (16384, 32768, 51200)
 
 CHILD = r"""
 import json, logging, sys, time
-from mcp_loco.backends import llama_cpp as backend
+from mcp_loco.backends import llama_load as backend
 from mcp_loco.backends.llama_cpp import LlamaModel
 from mcp_loco.config import LlamaSettings
 from mcp_loco.interfaces import GenerateOptions, Segment

@@ -22,12 +22,12 @@ from typing import Any
 from _common import ROOT, default_model, emit, llama_settings, median, parser
 
 from mcp_loco import logs
-from mcp_loco.agent import read_prompt
 from mcp_loco.backends.llama_cpp import LlamaModel
 from mcp_loco.config import LlamaSettings
 from mcp_loco.interfaces import GenerateOptions
 from mcp_loco.protocol import Message, format_call, render
 from mcp_loco.sandbox import Toolbox
+from mcp_loco.turns import read_prompt
 
 SYNTH = Path("/work/synth")
 READS = [("backends/prompt_tokens.py", 44, 16), ("backends/speculative.py", 66, 26)]
