@@ -126,3 +126,30 @@ class DenyList:
                 p = "**/" + p
             out.append("!" + p)
         return out
+
+
+class ScopedDenyList(DenyList):
+    """The deny-list of an explored directory, judged from the allowed root above it as well as from itself.
+
+    Exploring `<repo>/.aws` or `<repo>/.git` must not turn `credentials` or `config` into harmless names:
+    each path is also matched as `<scope>/<path>`, where the scope is the explored directory's path below
+    the allowed root (or its own name when there is none).
+    """
+
+    def __init__(self, deny: Sequence[str], allow: Sequence[str], scope: str) -> None:
+        super().__init__(deny, allow)
+        self.scope = scope.strip("/")
+
+    def denied(self, rel: str) -> bool:
+        """True when `rel` is denied from the explored directory or from the allowed root."""
+        if super().denied(rel):
+            return True
+        return bool(self.scope) and super().denied(f"{self.scope}/{rel}" if rel else self.scope)
+
+    def reason(self, rel: str) -> str:
+        """The first deny pattern matching `rel` from either place."""
+        for pattern in self.deny:
+            single = DenyList([pattern])
+            if single.denied(rel) or (self.scope and single.denied(f"{self.scope}/{rel}".rstrip("/"))):
+                return pattern
+        return "the deny-list"

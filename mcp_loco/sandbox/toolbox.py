@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from mcp_loco.config import ToolSettings
 from mcp_loco.errors import RootError
 from mcp_loco.interfaces import ToolResult
 from mcp_loco.sandbox.context import ToolContext
-from mcp_loco.sandbox.denylist import DenyList
+from mcp_loco.sandbox.denylist import ScopedDenyList
 from mcp_loco.sandbox.landlock import confined_spawner
 from mcp_loco.sandbox.limits import Deadline, ToolFailure, clean, cut
 from mcp_loco.sandbox.paths import Root
@@ -32,33 +31,6 @@ log = structlog.get_logger(__name__)
 WRITE_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit", "TodoWrite")
 # Claude Code's older name for Read.
 ALIASES = {"view": "Read"}
-
-
-class ScopedDenyList(DenyList):
-    """The deny-list of an explored directory, judged from the allowed root above it as well as from itself.
-
-    Exploring `<repo>/.aws` or `<repo>/.git` must not turn `credentials` or `config` into harmless names:
-    each path is also matched as `<scope>/<path>`, where the scope is the explored directory's path below
-    the allowed root (or its own name when there is none).
-    """
-
-    def __init__(self, deny: Sequence[str], allow: Sequence[str], scope: str) -> None:
-        super().__init__(deny, allow)
-        self.scope = scope.strip("/")
-
-    def denied(self, rel: str) -> bool:
-        """True when `rel` is denied from the explored directory or from the allowed root."""
-        if super().denied(rel):
-            return True
-        return bool(self.scope) and super().denied(f"{self.scope}/{rel}" if rel else self.scope)
-
-    def reason(self, rel: str) -> str:
-        """The first deny pattern matching `rel` from either place."""
-        for pattern in self.deny:
-            single = DenyList([pattern])
-            if single.denied(rel) or (self.scope and single.denied(f"{self.scope}/{rel}".rstrip("/"))):
-                return pattern
-        return "the deny-list"
 
 
 class Toolbox:
