@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mcp_loco.backends.speculative import WINS_AT
 from mcp_loco.evals.runner import EvalReport
 from mcp_loco.evals.table import FORCE_NOTE, explore_table, table, tools_table, turn_table
 
@@ -39,6 +40,18 @@ def _ratios(f: Figures, pick: Callable[[str], bool]) -> str:
     if not ratios:
         return "–"
     return f"**{statistics.median(ratios):.2f}×** median, {ratios[-1]:.2f}× max ({len(ratios)} cases)"
+
+
+def _drafting(turn: Figures) -> str:
+    """Speed-up, acceptance, and where greedy outputs part (at a near-tie, when they do)."""
+    same = (
+        "identical output"
+        if turn["identical"]
+        else (
+            f"outputs part at token {turn['parts_at']}, where the two best tokens are {turn['gap_there']:.2f} logits apart"
+        )
+    )
+    return f"**{turn['speedup']:.2f}×** ({turn['accepted']} of {turn['drafted']} drafted tokens accepted; {same})"
 
 
 ROWS: list[tuple[str, str, Callable[[Figures], str]]] = [
@@ -124,6 +137,30 @@ ROWS: list[tuple[str, str, Callable[[Figures], str]]] = [
         "cancel latency during generation (median)",
         "–",
         _cell(lambda f: "**<1 ms**" if f["grammar"]["cancel_ms"] < 1 else f"**{f['grammar']['cancel_ms']:.0f} ms**"),
+    ),
+    (
+        'decode tokens/s, a turn quoting a file it read, prompt-lookup drafting (`speculative = "on"`)',
+        "the same turn without drafting",
+        _cell(lambda f: _drafting(f["speculative"]["quote"])),
+    ),
+    (
+        "decode tokens/s, a report turn in free text, drafting on",
+        "the same turn without drafting",
+        _cell(lambda f: _drafting(f["speculative"]["report"])),
+    ),
+    (
+        "verification batch of draft_max + 1 = 9 tokens (logits at each), this model / LocoOperator-4B-shaped",
+        "one one-token decode",
+        _cell(
+            lambda f: (
+                f"**{f['speculative']['batch_ms']['9'] / f['speculative']['batch_ms']['1']:.2f}×** / "
+                f"**{f['speculative']['shaped_batch_ms']['9'] / f['speculative']['shaped_batch_ms']['1']:.2f}×** "
+                f'its time, so `speculative = "auto"` is {"on" if f["speculative"]["auto"]["drafting"] else "off"} '
+                f"for this model and {'on' if f['speculative']['shaped_auto_drafting'] else 'off'} at the 4B shape "
+                f"(it drafts where such a batch costs at most {9 / WINS_AT:g}× one token). These three rows: "
+                f"speculative.py, {f['speculative']['date']}, {f['speculative']['threads']} thread"
+            )
+        ),
     ),
     (
         "parent turn after a Task sub-exploration, state restored",

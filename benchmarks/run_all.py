@@ -166,6 +166,7 @@ def measure(args: argparse.Namespace, model: Path) -> None:
         ("decode_speed", "decode_speed.py", ["--repeat", "3"]),
         ("loop_overhead", "loop_overhead.py", ["--repeat", "1"]),
         ("memory", "memory.py", []),
+        ("speculative", "speculative.py", ["--repeat", "3"]),
     ]:
         figures[name], figures["seconds"][name] = with_json(script, *common, *extra)
     out, figures["seconds"]["grammar"] = run("grammar.py", *common, "--repeat", "3")

@@ -1,30 +1,36 @@
-"""Speculative decoding: a report turn that quotes the files it read, with and without prompt-lookup drafting.
+"""Speculative decoding: a turn that quotes a file it read, with and without prompt-lookup drafting.
 
     .venv/bin/python benchmarks/speculative.py [--model GGUF] [--threads N] [--repeat 3] [--tokens 256]
                                                [--shaped GGUF]
 
-The conversation is the project's own tree read by the real tools (two Read results), then the
-request for the report, which asks for the code quoted. Both sides decode the same turn greedily
-from a cached prompt (so the time is generation), interleaved; medians of tokens/s. Then the cost
-of one verification batch (the sampled token plus k drafted ones, logits at every position) against
-a one-token decode after 1K tokens of context on this model (256 on the 4B shape) and, with --shaped (default: the
-LocoOperator-4B-shaped GGUF in /work/synth when there is one), at the 4B shape. The last line is
-`speculative decoding: X.XXx decode speed, identical output: yes|no`.
+Two turns, each decoded greedily from a cached prompt (so the time is generation), both sides
+interleaved, medians of tokens/s:
+- quote: the file as Read showed it, then the request to quote it in a code block. This is the turn
+  drafting is for, and the last line's figure.
+- report: the end of a short exploration of this project's tree (two Read results) and the request
+  for the report. SmolLM2-135M paraphrases here instead of quoting, so this shows what drafting
+  costs on free text.
+Then the cost of one verification batch (the sampled token plus k drafted ones, logits at every
+position) against a one-token decode, after 1K tokens of context on this model (256 on the 4B
+shape), and what `speculative = "auto"` decides from its own timing at load. With --shaped (default:
+the LocoOperator-4B-shaped GGUF in /work/synth when there is one) the same at the 4B shape. The last
+line is `speculative decoding: X.XXx decode speed, identical output: yes|no`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from _common import ROOT, default_model, emit, llama_settings, median, parser
 
 from mcp_loco import logs
-from mcp_loco.backends.llama_cpp import LlamaModel
+from mcp_loco.backends.llama_cpp import LIB, LlamaModel
+from mcp_loco.backends.speculative import WINS_AT, DraftStats, batch_gain
 from mcp_loco.config import LlamaSettings
-from mcp_loco.interfaces import GenerateOptions
+from mcp_loco.interfaces import GenerateOptions, Segment
 from mcp_loco.protocol import Message, format_call, render
 from mcp_loco.sandbox import Toolbox
 from mcp_loco.turns import read_prompt
@@ -35,6 +41,8 @@ REPORT = (
     "Write your report now. Quote the `draft` method of {root}/backends/speculative.py exactly as the Read "
     "result shows it, line numbers included, in a code block, then say in one sentence what it does."
 )
+QUOTED = ("backends/speculative.py", 70, 12)  # a short method SmolLM2-135M can copy
+QUOTE = "Here is {path}, as Read showed it:\n{shown}\nQuote this code exactly, in a code block."
 BATCH_SIZES = (1, 2, 5, 9, 17)
 
 
@@ -59,13 +67,36 @@ def conversation() -> list[Message]:
     return msgs
 
 
-def decode(model: LlamaModel, tokens: int) -> tuple[float, str, Any]:
-    """Tokens/s of the report turn from a cached prompt, its text, and the drafting stats."""
-    prompt = render(conversation())
+def quote_turn() -> list[Message]:
+    """A file as Read showed it, then the request to quote it."""
+    tools = Toolbox(ROOT)
+    args = {"file_path": f"{tools.root}/{QUOTED[0]}", "offset": QUOTED[1], "limit": QUOTED[2]}
+    shown = tools.call("Read", args).text
+    ask = QUOTE.replace("{path}", args["file_path"]).replace("{shown}", shown)
+    return [Message("system", "You are a helpful assistant."), Message("user", ask)]
+
+
+def decode(model: LlamaModel, prompt: list[Segment], tokens: int) -> tuple[float, str, DraftStats]:
+    """Tokens/s of the turn from a cached prompt, its text, and the drafting stats."""
+    # The prompt is evaluated afresh each time: how much of it the cache kept would change how it is
+    # batched, and llama.cpp's CPU kernels round a batch's rows differently, so the text could change.
+    model._drop_after(0)
     model.complete(prompt, GenerateOptions(max_tokens=1, temperature=0.0))  # cache the prompt
     started = time.perf_counter()
     out = model.complete(prompt, GenerateOptions(max_tokens=tokens, temperature=0.0))
     return out.usage.completion_tokens / (time.perf_counter() - started), out.text, model.speculation
+
+
+def parting(plain: LlamaModel, spec: LlamaModel, prompt: list[Segment]) -> tuple[int, float] | None:
+    """Where the two models' last completions part (token index) and the plain model's top-two logit gap there."""
+    a, b = (list(next(reversed(m._tokens._turns.values()))) for m in (plain, spec))
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+    if at is None:
+        return None
+    plain._sync(plain.tokenize(prompt) + a[:at])
+    logits = np.ctypeslib.as_array(LIB.llama_get_logits_ith(plain._ctx, -1), shape=(plain._n_vocab,))
+    best, second = np.sort(logits)[-2:][::-1]
+    return at, float(best - second)
 
 
 def batch_costs(model: LlamaModel, repeat: int, context: int) -> dict[int, float]:
@@ -112,35 +143,57 @@ def main() -> None:
     logs.configure("warning")
     path = args.model or default_model()
     base = llama_settings(args, n_ctx=4096)
+    turns = {"quote": render(quote_turn()), "report": render(conversation())}
     plain = LlamaModel(path, base.model_copy(update={"speculative": "off"}))
     spec = LlamaModel(path, base.model_copy(update={"speculative": "on"}))
-    fast, slow, texts, stats = [], [], {}, None
+    speed: dict[str, dict[str, list[float]]] = {name: {"plain": [], "spec": []} for name in turns}
+    texts: dict[str, dict[str, str]] = {name: {} for name in turns}
+    stats: dict[str, DraftStats] = {}
+    parts: dict[str, tuple[int, float] | None] = {}
     try:
         for _ in range(args.repeat):
-            s, texts["plain"], _ = decode(plain, args.tokens)
-            f, texts["spec"], stats = decode(spec, args.tokens)
-            slow.append(s)
-            fast.append(f)
+            for name, prompt in turns.items():
+                s, texts[name]["plain"], _ = decode(plain, prompt, args.tokens)
+                f, texts[name]["spec"], stats[name] = decode(spec, prompt, args.tokens)
+                parts[name] = parting(plain, spec, prompt)
+                speed[name]["plain"].append(s)
+                speed[name]["spec"].append(f)
         costs = batch_costs(plain, args.repeat, 1024)
     finally:
         plain.close()
         spec.close()
-    same = texts["plain"] == texts["spec"]
-    mf, ms = median(fast), median(slow)
-    assert stats is not None
+    auto = LlamaModel(path, base.model_copy(update={"speculative": "auto"}))
+    auto_on, auto_gain = auto.drafting, auto.draft_gain or 0.0
+    auto.close()
     print(f"model: {path.name}, {args.tokens} tokens, repeat {args.repeat} (medians), draft_max {base.draft_max}")
-    print(f"without drafting  {ms:7.1f} tok/s")
-    print(f"with drafting     {mf:7.1f} tok/s  ({stats.accepted}/{stats.drafted} drafted tokens accepted)")
+    figures: dict[str, Any] = {}
+    for name in turns:
+        ms, mf = median(speed[name]["plain"]), median(speed[name]["spec"])
+        same = texts[name]["plain"] == texts[name]["spec"]
+        st = stats[name]
+        print(
+            f"{name} turn: without drafting {ms:.1f} tok/s, with drafting {mf:.1f} tok/s "
+            f"({st.accepted}/{st.drafted} drafted tokens accepted): {mf / ms:.2f}x, identical output: "
+            + ("yes" if same else "no")
+        )
+        figures[name] = {
+            "tok_s_plain": round(ms, 2),
+            "tok_s_spec": round(mf, 2),
+            "speedup": round(mf / ms, 3),
+            "identical": same,
+            "drafted": st.drafted,
+            "accepted": st.accepted,
+        }
+        if parts[name] is not None:
+            at, gap = parts[name]
+            print(f"  the outputs part at token {at}, where the two best tokens are {gap:.2f} logits apart")
+            figures[name]["parts_at"], figures[name]["gap_there"] = at, round(gap, 3)
     print_costs(path.name, costs)
-    figures: dict[str, Any] = {
-        "tok_s_plain": round(ms, 2),
-        "tok_s_spec": round(mf, 2),
-        "speedup": round(mf / ms, 3),
-        "identical": same,
-        "drafted": stats.drafted,
-        "accepted": stats.accepted,
-        "batch_ms": {str(n): round(v, 2) for n, v in costs.items()},
-    }
+    print(
+        f'speculative = "auto" on {path.name}: drafting {"on" if auto_on else "off"} (timed at load: {auto_gain:.2f}x)'
+    )
+    figures["batch_ms"] = {str(n): round(v, 2) for n, v in costs.items()}
+    figures["auto"] = {"drafting": auto_on, "full_draft_gain": round(auto_gain, 3)}
     shaped = shaped_model(args.shaped)
     if shaped is not None:
         model = LlamaModel(shaped, LlamaSettings(n_ctx=4096, n_threads=args.threads, n_threads_batch=args.threads))
@@ -149,12 +202,18 @@ def main() -> None:
         finally:
             model.close()
         print_costs(f"{shaped.name}, LocoOperator-4B-shaped", shaped_costs)
+        full = base.draft_max + 1
+        gain = batch_gain(shaped_costs[1], shaped_costs[full], full)
+        print(f'speculative = "auto" at the 4B shape: drafting {"on" if gain >= WINS_AT else "off"} ({gain:.2f}x)')
         figures["shaped_model"] = shaped.name
         figures["shaped_batch_ms"] = {str(n): round(v, 2) for n, v in shaped_costs.items()}
-    if not same:
-        print("first 200 characters of each:\n" + json.dumps({k: v[:200] for k, v in texts.items()}, indent=1))
+        figures["shaped_full_draft_gain"] = round(gain, 3)
+        figures["shaped_auto_drafting"] = gain >= WINS_AT
     emit(args, figures)
-    print(f"speculative decoding: {mf / ms:.2f}x decode speed, identical output: {'yes' if same else 'no'}")
+    q = figures["quote"]
+    print(
+        f"speculative decoding: {q['speedup']:.2f}x decode speed, identical output: {'yes' if q['identical'] else 'no'}"
+    )
 
 
 if __name__ == "__main__":

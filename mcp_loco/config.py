@@ -71,8 +71,8 @@ class LlamaSettings(Section):
     n_gpu_layers: int = -1
     """Layers offloaded to the GPU in GPU builds; -1 = all, 0 = none. Ignored by CPU builds."""
     flash_attn: bool = False
-    """Flash attention (needed for a quantised V cache). Off: on a CPU it decoded the 4B 5x slower at 8K of context,
-    though it shrinks the compute buffer at 32K from 2.1 to 0.3 GiB (README, LocoOperator-4B-shaped)."""
+    """Flash attention (needed for a quantised V cache). Off: on a CPU it decoded the 4B at 2.5 instead of 4.1 tok/s
+    at 8K of context, though it shrinks the compute buffer at 32K from 2.1 to 0.3 GiB (README, LocoOperator-4B-shaped)."""
     cache_type_k: str = "f16"
     """KV cache type for K: f16, q8_0, q4_0... q8_0 (with flash_attn) halves the 4B's cache: 2.4 GiB at 32K, not 4.5."""
     cache_type_v: str = "f16"
@@ -82,7 +82,7 @@ class LlamaSettings(Section):
     verbose: bool = False
     """Let llama.cpp print its own logs (to stderr)."""
     speculative: Literal["auto", "on", "off"] = "auto"
-    """Speculative decoding by prompt lookup: guess the next tokens from the conversation (the report quotes what the tools showed) and verify them in one batch. auto = on where layers run on a GPU (a batch of a few tokens costs about one there), off on a CPU (a batch of 2 costs 1.5x one token, of 5 about 3x: a loss unless the turn copies nearly verbatim). Same tokens as without it, except where llama.cpp's batched kernels round a near-tie the other way."""
+    """Speculative decoding by prompt lookup: guess the next tokens from the conversation (the report quotes what the tools showed) and verify them in one batch. auto = time a one-token decode and a batch of draft_max + 1 at load and draft only if the batch is at least 3x cheaper than its tokens one by one (a GPU; on 2 CPU cores a batch of 9 cost 7.3x one token at the 4B shape and 4.1x on SmolLM2, and drafting lost). Same tokens as without it, except where llama.cpp's batched kernels round a near-tie the other way."""
     draft_max: int = Field(8, ge=1, le=64)
     """Most tokens guessed per verification batch (a miss shortens the next guess)."""
     draft_ngram_min: int = Field(2, ge=1)

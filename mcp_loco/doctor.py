@@ -166,6 +166,7 @@ def fixes(points: Sequence[Point], settings: Settings, shape: Shape, limit: floa
 def run_bench(settings: Settings) -> int:
     """Measure prefill and decode at a few depths (~30 s) and estimate a typical exploration's seconds."""
     from mcp_loco.backends.llama_cpp import LlamaModel
+    from mcp_loco.backends.speculative import WINS_AT
     from mcp_loco.protocol import render
     from mcp_loco.turns import Turns
 
@@ -185,6 +186,11 @@ def run_bench(settings: Settings) -> int:
         f"KV {s.cache_type_k}/{s.cache_type_v}, flash_attn {'on' if s.flash_attn else 'off'}, "
         f"threads {s.n_threads or os.cpu_count()}"
     )
+    if model.draft_gain is not None:
+        print(
+            f"bench: speculative decoding {'on' if model.drafting else 'off'} (auto): a fully accepted draft of "
+            f"{s.draft_max} tokens is {model.draft_gain:.2f}x faster than decoding it here; auto drafts from {WINS_AT}x"
+        )
     try:
         turns = Turns(model, settings)
         opening = model.count_tokens(render(turns.opening("/", "")))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from server_helpers import BIN
 
+from mcp_loco.backends.speculative import WINS_AT
 from mcp_loco.config import LlamaSettings, Settings
 from mcp_loco.doctor import CLIENT_LIMIT_S, GPU_HINT, exploration_shape, fixes
 from mcp_loco.errors import BackendError
@@ -92,3 +93,7 @@ def test_doctor_bench_estimates_an_exploration(small_model_path: Path) -> None:
     fits = seconds <= CLIENT_LIMIT_S
     assert ("fits the clients' 120 s" in line) == fits and ("does not fit" in line) == (not fits), line
     assert ("bench: to fit, set " in done.stdout) == (not fits)
+    # The default speculative = "auto" timed the model at load and says what it decided.
+    spec = re.search(r"^bench: speculative decoding (on|off) \(auto\): .* is ([\d.]+)x faster", done.stdout, re.M)
+    assert spec is not None, done.stdout
+    assert (spec.group(1) == "on") == (float(spec.group(2)) >= WINS_AT), spec.group(0)

@@ -26,7 +26,7 @@ from mcp_loco.backends import byte_preview
 from mcp_loco.backends.llama_load import LIB, load_llama
 from mcp_loco.backends.prompt_tokens import PromptTokens, added_markers
 from mcp_loco.backends.sampling import DEAD_END, Sampler
-from mcp_loco.backends.speculative import Drafter, DraftStats
+from mcp_loco.backends.speculative import WINS_AT, Drafter, DraftStats, batch_gain
 from mcp_loco.config import LlamaSettings
 from mcp_loco.errors import BackendError, Cancelled, ModelNotFoundError
 from mcp_loco.grammar import TOOL_CALL_OPEN, generic_tool_call_grammar, validate_grammar
@@ -68,14 +68,15 @@ class LlamaModel:
         )
         self.speculation = DraftStats()
         """What speculative decoding did in the last completion."""
-        on_gpu = self.settings.n_gpu_layers != 0 and bool(self._lib.llama_supports_gpu_offload())
-        self._speculate = self.settings.speculative == "on" or (self.settings.speculative == "auto" and on_gpu)
         self._fresh = False  # whether the logits belong to the last token in the context
         self._grammars_checked: set[str] = set()
         self._generic_grammar: str | None = None
         # Checked by llama.cpp between graph nodes, so a long prompt evaluation stops promptly too.
         self._abort_cb = self._lib.ggml_abort_callback(lambda _data: bool(self._cancel and self._cancel.is_set()))
         self._lib.llama_set_abort_callback(self._ctx, self._abort_cb, None)
+        self.draft_gain: float | None = None
+        """How much faster a fully accepted draft is than decoding it (timed at load when speculative is auto)."""
+        self._speculate = self._wants_drafts()
 
     # ---- ChatModel ---------------------------------------------------------------------------------
 
@@ -83,6 +84,11 @@ class LlamaModel:
     def n_ctx(self) -> int:
         """Context window in tokens."""
         return self._n_ctx
+
+    @property
+    def drafting(self) -> bool:
+        """Whether completions draft tokens by prompt lookup (speculative decoding)."""
+        return self._speculate
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """Token ids of the prompt: special segments may become control tokens, nothing else can."""
@@ -154,6 +160,39 @@ class LlamaModel:
             validate_grammar(grammar)  # llama.cpp may crash on a bad grammar: check it in Python first
             self._grammars_checked.add(grammar)
         return grammar
+
+    def _wants_drafts(self) -> bool:
+        """Whether to draft: as configured, or (auto) where a verification batch is measured to pay here."""
+        mode = self.settings.speculative
+        if mode != "auto":
+            return mode == "on"
+        batch = min(self.settings.draft_max + 1, int(self._llm.n_batch))
+        try:
+            self.draft_gain = batch_gain(*self._time_batches(batch), batch)
+        except BackendError as e:  # the model still serves, without drafts
+            log.warning("llama_cpp.speculative_untimed", error=str(e))
+            return False
+        on = self.draft_gain >= WINS_AT
+        log.info("llama_cpp.speculative", drafting=on, full_draft_gain=round(self.draft_gain, 2), batch=batch)
+        return on
+
+    def _time_batches(self, n: int, repeat: int = 2) -> tuple[float, float]:
+        """Best seconds of a one-token decode and of an n-token verification batch; leaves the cache empty."""
+        filler = self._llm.tokenize(b" the quick brown fox jumps over the lazy dog" * (n // 8 + 2), add_bos=False)
+        one: list[float] = []
+        batch: list[float] = []
+        try:
+            self._eval(filler[:1])  # a context to decode after (and the one-token graph built once)
+            for _ in range(repeat):
+                for size, times in ((1, one), (n, batch)):
+                    started = time.perf_counter()
+                    self._extend(filler[1 : 1 + size])
+                    times.append(time.perf_counter() - started)
+                    self._drop_after(1)
+        finally:
+            self._drop_after(0)
+            self._fresh = False
+        return min(one), min(batch)
 
     def _piece(self, token: int) -> bytes:
         buf = ctypes.create_string_buffer(64)

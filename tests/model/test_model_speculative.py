@@ -136,3 +136,30 @@ def test_drafted_tokens_inside_a_tool_call_pass_the_grammar(
     )
     (call,) = parse_turn(forced.text).calls
     assert isinstance(call, ToolCall) and call.name in tool_schemas
+
+
+@pytest.mark.parametrize(("batch_s", "drafting"), [(0.025, True), (0.045, False)])
+def test_auto_drafts_only_where_a_verification_batch_pays(
+    small_model_path: Path, monkeypatch: pytest.MonkeyPatch, batch_s: float, drafting: bool
+) -> None:
+    # One token 10 ms; a batch of 9 at 25 ms makes a full draft 3.6x faster, at 45 ms only 2x (SmolLM2 here).
+    monkeypatch.setattr(LlamaModel, "_time_batches", lambda self, n, repeat=2: (0.010, batch_s))
+    model = LlamaModel(small_model_path, LlamaSettings(n_ctx=1024, n_threads=1, speculative="auto", draft_max=8))
+    try:
+        assert model._speculate is drafting
+        assert model.draft_gain == pytest.approx(9 * 0.010 / batch_s)
+    finally:
+        model.close()
+
+
+def test_auto_times_the_loaded_model_and_leaves_its_context_empty(small_model_path: Path) -> None:
+    model = LlamaModel(small_model_path, LlamaSettings(n_ctx=1024, n_threads=1, speculative="auto"))
+    try:
+        assert model.draft_gain is not None and model.draft_gain > 0
+        assert model._llm.n_tokens == 0
+        prompt = render(COPY)
+        out = model.complete(prompt, GenerateOptions(max_tokens=8, temperature=0.0))
+        assert out.usage.prompt_tokens_evaluated == out.usage.prompt_tokens == model.count_tokens(prompt)
+        assert out.usage.completion_tokens > 0
+    finally:
+        model.close()
