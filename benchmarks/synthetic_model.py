@@ -142,8 +142,8 @@ def _values(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def write_f16(path: Path, n_layer: int, tok: Tokenizer, seed: int) -> None:
-    """Write the F16/F32 GGUF, one tensor at a time (never the whole model in memory)."""
+def _header(path: Path, n_layer: int, tok: Tokenizer) -> gguf.GGUFWriter:
+    """A writer holding the model's metadata: architecture keys, tokenizer, chat template."""
     w = gguf.GGUFWriter(path, "qwen3")
     w.add_type(gguf.GGUFType.MODEL)
     w.add_name(f"LocoOperator-4B-shaped (random weights, {n_layer} layers)")
@@ -169,6 +169,21 @@ def write_f16(path: Path, n_layer: int, tok: Tokenizer, seed: int) -> None:
     w.add_pad_token_id(tok.pad)
     w.add_add_bos_token(False)
     w.add_chat_template(CHAT_TEMPLATE)
+    return w
+
+
+def write_vocab(path: Path, tok: Tokenizer) -> None:
+    """Write the metadata alone, no tensors: enough for llama.cpp's vocab_only load (tokenizer tests), in seconds."""
+    w = _header(path, N_LAYER, tok)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+
+
+def write_f16(path: Path, n_layer: int, tok: Tokenizer, seed: int) -> None:
+    """Write the F16/F32 GGUF, one tensor at a time (never the whole model in memory)."""
+    w = _header(path, n_layer, tok)
     tensors = shapes(n_layer)
     for name, shape in tensors:
         dtype = np.float32 if len(shape) == 1 else np.float16

@@ -81,7 +81,9 @@ async def test_a_call_beyond_the_queue_bound_is_refused_at_once_saying_how_many_
 
 async def test_a_2025_client_that_closes_its_stream_mid_call_frees_the_model_within_2s(sample_repo: Path) -> None:
     """The session stays open (no DELETE): only the closed POST stream says that nobody awaits the result."""
-    env = slow_env(sample_repo, turn_s=0.3)
+    # Turns of 3 s: the stream closes well inside turn 1's generation (not between two turns, when there
+    # is nothing to stop), and a generation left to run would free the model only after 2 s.
+    env = slow_env(sample_repo, turn_s=3.0)
     with slow_server("http", env, "--parallel", "1") as s:
         waiting = Progress()
         async with httpx2.AsyncClient(timeout=30) as raw, Client(s.url) as other:
@@ -110,6 +112,7 @@ async def test_a_2025_client_that_closes_its_stream_mid_call_frees_the_model_wit
                     closed = time.monotonic()
                 # The stream is closed here (the response was not read to its end); the session lives on.
                 freed = await wait_for(waiting, "turn 1/")
+                tg.cancel_scope.cancel()
             ping = await raw.post(s.url, json=rpc("tools/list", {}, id=8), headers=headers)
     assert ping.status_code == 200  # the session itself was not ended
     assert freed - closed < 2.0, f"the model was freed {freed - closed:.2f} s after the client left"
@@ -141,7 +144,7 @@ async def test_a_2026_client_that_abandons_a_call_frees_the_model_within_2s(samp
 
 
 async def test_an_sse_client_that_goes_away_mid_call_frees_the_model_within_2s(sample_repo: Path) -> None:
-    env = slow_env(sample_repo, turn_s=0.3)
+    env = slow_env(sample_repo, turn_s=3.0)  # as above: the client leaves during a generation
     with slow_server("sse", env, "--parallel", "1") as s:
         waiting = Progress()
         async with (
