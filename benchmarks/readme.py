@@ -51,7 +51,14 @@ def _drafting(turn: Figures) -> str:
             f"outputs part at token {turn['parts_at']}, where the two best tokens are {turn['gap_there']:.2f} logits apart"
         )
     )
-    return f"**{turn['speedup']:.2f}×** ({turn['accepted']} of {turn['drafted']} drafted tokens accepted; {same})"
+    bound = (
+        f"; where a batch costs what one token does (a GPU), {turn['tokens_per_pass']:.2f} tokens per pass"
+        if "tokens_per_pass" in turn
+        else ""
+    )
+    return (
+        f"**{turn['speedup']:.2f}×** ({turn['accepted']} of {turn['drafted']} drafted tokens accepted; {same}{bound})"
+    )
 
 
 ROWS: list[tuple[str, str, Callable[[Figures], str]]] = [

@@ -19,6 +19,7 @@ line is `speculative decoding: X.XXx decode speed, identical output: yes|no`.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from _common import ROOT, default_model, emit, llama_settings, median, parser
 
 from mcp_loco import logs
 from mcp_loco.backends.llama_cpp import LIB, LlamaModel
-from mcp_loco.backends.speculative import WINS_AT, DraftStats, batch_gain
+from mcp_loco.backends.speculative import WINS_AT, Drafter, DraftStats, batch_gain
 from mcp_loco.config import LlamaSettings
 from mcp_loco.interfaces import GenerateOptions, Segment
 from mcp_loco.protocol import Message, format_call, render
@@ -36,12 +37,27 @@ from mcp_loco.sandbox import Toolbox
 from mcp_loco.turns import read_prompt
 
 SYNTH = Path("/work/synth")
-READS = [("backends/prompt_tokens.py", 44, 16), ("backends/speculative.py", 66, 26)]
+READS = [("backends/prompt_tokens.py", "def split_markers", 16), ("backends/speculative.py", "    def draft(", 26)]
+"""Files the exploration read: from the line that starts with the text, so many lines."""
 REPORT = (
     "Write your report now. Quote the `draft` method of {root}/backends/speculative.py exactly as the Read "
     "result shows it, line numbers included, in a code block, then say in one sentence what it does."
 )
-QUOTED = ("backends/speculative.py", 70, 12)  # a short method SmolLM2-135M can copy
+# A short module SmolLM2-135M does copy, fixed so the quoting turn does not move with this tree.
+QUOTED = '''import tomllib
+from pathlib import Path
+
+DEFAULTS = {"name": "demo", "port": 8080, "debug": False}
+
+
+def load_settings(path: Path) -> dict:
+    """Read the TOML file at `path` over the defaults."""
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    merged = dict(DEFAULTS)
+    merged.update(data)
+    return merged
+'''
 QUOTE = "Here is {path}, as Read showed it:\n{shown}\nQuote this code exactly, in a code block."
 BATCH_SIZES = (1, 2, 5, 9, 17)
 
@@ -59,7 +75,9 @@ def conversation() -> list[Message]:
             .replace("{question}", "How does the backend draft tokens?"),
         ),
     ]
-    for rel, offset, limit in READS:
+    for rel, start, limit in READS:
+        lines = (ROOT / rel).read_text(encoding="utf-8").splitlines()
+        offset = next(i for i, line in enumerate(lines, 1) if line.startswith(start))
         args = {"file_path": f"{root}/{rel}", "offset": offset, "limit": limit}
         msgs.append(Message("assistant", format_call("Read", args)))
         msgs.append(Message("tool", tools.call("Read", args).text))
@@ -68,12 +86,13 @@ def conversation() -> list[Message]:
 
 
 def quote_turn() -> list[Message]:
-    """A file as Read showed it, then the request to quote it."""
-    tools = Toolbox(ROOT)
-    args = {"file_path": f"{tools.root}/{QUOTED[0]}", "offset": QUOTED[1], "limit": QUOTED[2]}
-    shown = tools.call("Read", args).text
-    ask = QUOTE.replace("{path}", args["file_path"]).replace("{shown}", shown)
-    return [Message("system", "You are a helpful assistant."), Message("user", ask)]
+    """A file as Read showed it, then the request to quote it (a fixed file, so the turn does not move with this tree)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "settings.py").write_text(QUOTED, encoding="utf-8")
+        tools = Toolbox(tmp)
+        path = f"{tools.root}/settings.py"
+        shown = tools.call("Read", {"file_path": path}).text
+    return [Message("system", "You are a helpful assistant."), Message("user", QUOTE.format(path=path, shown=shown))]
 
 
 def decode(model: LlamaModel, prompt: list[Segment], tokens: int) -> tuple[float, str, DraftStats]:
@@ -97,6 +116,26 @@ def parting(plain: LlamaModel, spec: LlamaModel, prompt: list[Segment]) -> tuple
     logits = np.ctypeslib.as_array(LIB.llama_get_logits_ith(plain._ctx, -1), shape=(plain._n_vocab,))
     best, second = np.sort(logits)[-2:][::-1]
     return at, float(best - second)
+
+
+def passes(model: LlamaModel, prompt: list[Segment], gen: list[int], quoted: bool) -> int:
+    """Verification passes greedy drafting needs to produce `gen` after the prompt (as if every batch row
+    computed what a lone token does): each pass evaluates a token and a draft, which is kept while it matches."""
+    s = model.settings
+    extra = model._quoted(prompt) if quoted else []
+    drafter = Drafter(model.tokenize(prompt), model.n_ctx, s.draft_ngram_min, s.draft_ngram_max, s.draft_max, extra)
+    i = count = 0
+    while i < len(gen):
+        drafter.push(gen[i])
+        i += 1
+        draft = drafter.draft(min(len(gen) - i, int(model._llm.n_batch) - 1))
+        count += 1
+        kept = 0
+        while kept < len(draft) and draft[kept] == gen[i]:
+            drafter.push(gen[i])
+            i, kept = i + 1, kept + 1
+        drafter.verified(len(draft), kept)
+    return count
 
 
 def batch_costs(model: LlamaModel, repeat: int, context: int) -> dict[int, float]:
@@ -150,12 +189,15 @@ def main() -> None:
     texts: dict[str, dict[str, str]] = {name: {} for name in turns}
     stats: dict[str, DraftStats] = {}
     parts: dict[str, tuple[int, float] | None] = {}
+    per_pass: dict[str, dict[bool, float]] = {}
     try:
         for _ in range(args.repeat):
             for name, prompt in turns.items():
                 s, texts[name]["plain"], _ = decode(plain, prompt, args.tokens)
                 f, texts[name]["spec"], stats[name] = decode(spec, prompt, args.tokens)
                 parts[name] = parting(plain, spec, prompt)
+                written = list(next(reversed(plain._tokens._turns.values())))
+                per_pass[name] = {q: len(written) / passes(plain, prompt, written, q) for q in (True, False)}
                 speed[name]["plain"].append(s)
                 speed[name]["spec"].append(f)
         costs = batch_costs(plain, args.repeat, 1024)
@@ -184,6 +226,12 @@ def main() -> None:
             "drafted": st.drafted,
             "accepted": st.accepted,
         }
+        print(
+            f"  where a batch costs one token (a GPU): {per_pass[name][True]:.2f} tokens per verification pass "
+            f"on the text written without drafting ({per_pass[name][False]:.2f} without Read's code unnumbered)"
+        )
+        figures[name]["tokens_per_pass"] = round(per_pass[name][True], 3)
+        figures[name]["tokens_per_pass_numbered_only"] = round(per_pass[name][False], 3)
         if parts[name] is not None:
             at, gap = parts[name]
             print(f"  the outputs part at token {at}, where the two best tokens are {gap:.2f} logits apart")

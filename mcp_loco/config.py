@@ -82,7 +82,7 @@ class LlamaSettings(Section):
     verbose: bool = False
     """Let llama.cpp print its own logs (to stderr)."""
     speculative: Literal["auto", "on", "off"] = "auto"
-    """Speculative decoding by prompt lookup: guess the next tokens from the conversation (the report quotes what the tools showed) and verify them in one batch. auto = time a one-token decode and a batch of draft_max + 1 at load and draft only if the batch is at least 3x cheaper than its tokens one by one (a GPU; on 2 CPU cores a batch of 9 cost 7.3x one token at the 4B shape and 4.1x on SmolLM2, and drafting lost). Same tokens as without it, except where llama.cpp's batched kernels round a near-tie the other way."""
+    """Speculative decoding by prompt lookup: guess the next tokens from the conversation (the report quotes what the tools showed) and verify them in one batch. auto = time a one-token decode and a batch of draft_max + 1 at load and draft only if the batch is at least 3x cheaper than its tokens one by one (a GPU; on 2 CPU cores a batch of 9 cost 6-8x one token at the 4B shape and 3-6x on SmolLM2, and drafting did not pay). Same tokens as without it, except where llama.cpp's batched kernels round a near-tie the other way."""
     draft_max: int = Field(8, ge=1, le=64)
     """Most tokens guessed per verification batch (a miss shortens the next guess)."""
     draft_ngram_min: int = Field(2, ge=1)

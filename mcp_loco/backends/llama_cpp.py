@@ -26,7 +26,7 @@ from mcp_loco.backends import byte_preview
 from mcp_loco.backends.llama_load import LIB, load_llama
 from mcp_loco.backends.prompt_tokens import PromptTokens, added_markers
 from mcp_loco.backends.sampling import DEAD_END, Sampler
-from mcp_loco.backends.speculative import WINS_AT, Drafter, DraftStats, batch_gain
+from mcp_loco.backends.speculative import WINS_AT, Drafter, DraftStats, batch_gain, unnumbered
 from mcp_loco.config import LlamaSettings
 from mcp_loco.errors import BackendError, Cancelled, ModelNotFoundError
 from mcp_loco.grammar import TOOL_CALL_OPEN, generic_tool_call_grammar, validate_grammar
@@ -74,6 +74,7 @@ class LlamaModel:
         # Checked by llama.cpp between graph nodes, so a long prompt evaluation stops promptly too.
         self._abort_cb = self._lib.ggml_abort_callback(lambda _data: bool(self._cancel and self._cancel.is_set()))
         self._lib.llama_set_abort_callback(self._ctx, self._abort_cb, None)
+        self._quoted_cache: dict[str, list[int]] = {}
         self.draft_gain: float | None = None
         """How much faster a fully accepted draft is than decoding it (timed at load when speculative is auto)."""
         self._speculate = self._wants_drafts()
@@ -113,10 +114,11 @@ class LlamaModel:
                 "shorten the conversation or raise llama.n_ctx"
             )
         grammar = self._grammar_for(options)
+        quoted = self._quoted(prompt) if self._speculate else []
         with self._lock:
             self._cancel = cancel
             try:
-                completion, own = self._generate(ids, options, grammar, cancel)
+                completion, own = self._generate(ids, options, grammar, cancel, quoted)
             finally:
                 self._cancel = None
         if completion.finish_reason != "cancelled" and own is not None:
@@ -284,8 +286,25 @@ class LlamaModel:
         new = self._ids_for(gen, text, cut)
         return new, self._sync(ids + new)
 
+    def _quoted(self, prompt: Prompt) -> list[int]:
+        """Tokens of the code the prompt's Read results show, without line numbers (a draft source)."""
+        out: list[int] = []
+        for block in unnumbered(seg.text for seg in prompt if not seg.special):
+            tokens = self._quoted_cache.get(block)
+            if tokens is None:
+                if len(self._quoted_cache) > 512:
+                    self._quoted_cache.clear()
+                tokens = self._quoted_cache[block] = self._llm.tokenize(block.encode(), add_bos=False, special=False)
+            out += tokens
+        return out
+
     def _generate(
-        self, ids: list[int], options: GenerateOptions, grammar: str | None, cancel: threading.Event | None
+        self,
+        ids: list[int],
+        options: GenerateOptions,
+        grammar: str | None,
+        cancel: threading.Event | None,
+        quoted: Sequence[int] = (),
     ) -> tuple[Completion, list[int] | None]:
         started = time.monotonic()
         try:
@@ -296,7 +315,9 @@ class LlamaModel:
         forced = grammar is not None and options.force_tool_call
         s = self.settings
         drafter = (
-            Drafter(ids, self.n_ctx, s.draft_ngram_min, s.draft_ngram_max, s.draft_max) if self._speculate else None
+            Drafter(ids, self.n_ctx, s.draft_ngram_min, s.draft_ngram_max, s.draft_max, quoted)
+            if self._speculate
+            else None
         )
         turn = _Turn(
             ids, Sampler(self._lib, self._vocab, self._ctx, self._n_vocab, options, grammar if forced else None)

@@ -16,6 +16,10 @@ random number per generated token, as without drafting, so a seeded run writes t
 long as the logits are the same. The first x that differs from the draft is the corrected token:
 the draft after it is removed from the KV cache and x is evaluated with a new draft.
 
+Sources. The context itself, and the code of its Read results without their line-number prefixes: a
+report quotes `    return y`, not `     9\t    return y`, so from the numbered text alone every
+draft would stop at a line end.
+
 Same tokens, same numbers? Only as far as llama.cpp computes a row of a batch exactly as it
 computes a lone token, and on the CPU it does not (matrix kernels for two or more rows differ from
 the one-row path, and activations are requantised per layer): on SmolLM2 Q4_1 here the logits of
@@ -37,7 +41,8 @@ loaded model (`batch_gain`) and drafts only from `WINS_AT`, where a quarter of t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,13 +63,50 @@ class DraftStats:
     """Drafted tokens that matched what was sampled (each saved one decode)."""
 
 
-class Drafter:
-    """N-gram lookup over the prompt and the tokens generated so far."""
+_READ_PREFIX = re.compile(r"^ *\d+\t", re.M)
+"""Read's line-number prefix (`     12\t`): a report quotes the code after it."""
 
-    def __init__(self, context: Sequence[int], capacity: int, ngram_min: int, ngram_max: int, draft_max: int) -> None:
-        self._buf = np.zeros(max(capacity, len(context)) + 1, dtype=np.int32)
+
+def unnumbered(texts: Iterable[str]) -> list[str]:
+    """Each run of Read-numbered lines in the texts, as the code alone (the prefixes removed)."""
+    blocks: list[str] = []
+    for text in texts:
+        run: list[str] = []
+        for line in text.split("\n") if "\t" in text else ():
+            prefix = _READ_PREFIX.match(line)
+            if prefix:
+                run.append(line[prefix.end() :])
+            elif run:
+                blocks.append("\n".join(run) + "\n")
+                run = []
+        if run:
+            blocks.append("\n".join(run) + "\n")
+    return blocks
+
+
+class Drafter:
+    """N-gram lookup over the prompt, the code it shows without line numbers, and the tokens generated so far.
+
+    The search buffer holds the context, then `quoted` (tokens not in the context as such: Read results
+    without their line-number prefixes, which a report quoting code copies across line ends), then the
+    generated tokens; a later match is preferred. The n-gram looked up is always the end of what the
+    model really has: the context followed by the generated tokens.
+    """
+
+    def __init__(
+        self,
+        context: Sequence[int],
+        capacity: int,
+        ngram_min: int,
+        ngram_max: int,
+        draft_max: int,
+        quoted: Sequence[int] = (),
+    ) -> None:
+        self._buf = np.zeros(max(capacity, len(context)) + len(quoted) + 1, dtype=np.int32)
         self._buf[: len(context)] = context
-        self._prompt = self._n = len(context)
+        self._buf[len(context) : len(context) + len(quoted)] = quoted
+        self._context = len(context)
+        self._prompt = self._n = len(context) + len(quoted)
         self._ngram_min, self._ngram_max = max(1, ngram_min), max(ngram_min, ngram_max)
         self._max = draft_max
         self._next = draft_max
@@ -92,8 +134,14 @@ class Drafter:
         if limit <= 0:
             return []
         buf, n = self._buf, self._n
-        for size in range(min(self._ngram_max, n - 1), self._ngram_min - 1, -1):
-            pattern = buf[n - size : n]
+        generated = n - self._prompt
+        for size in range(min(self._ngram_max, self._context + generated - 1), self._ngram_min - 1, -1):
+            if size <= generated:
+                pattern = buf[n - size : n]
+            else:  # the n-gram begins in the context, before the quoted tokens
+                pattern = np.concatenate(
+                    (buf[self._context - (size - generated) : self._context], buf[self._prompt : n])
+                )
             # Starts of earlier occurrences with at least one token after them (not the suffix itself).
             starts = np.flatnonzero(buf[: n - size] == pattern[0])
             for k in range(1, size):

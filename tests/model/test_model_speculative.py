@@ -163,3 +163,10 @@ def test_auto_times_the_loaded_model_and_leaves_its_context_empty(small_model_pa
         assert out.usage.completion_tokens > 0
     finally:
         model.close()
+
+
+def test_read_results_are_a_draft_source_without_their_line_numbers(llama_model: Any) -> None:
+    shown = "".join(f"{n:6d}\t{line}\n" for n, line in enumerate(SNIPPET.splitlines(), 40))
+    prompt = render([Message("user", "Quote it."), Message("tool", shown)])
+    quoted = llama_model._quoted(prompt)
+    assert llama_model._llm.detokenize(quoted).decode() == SNIPPET
