@@ -108,7 +108,7 @@ def decode(model: LlamaModel, prompt: list[Segment], tokens: int) -> tuple[float
 
 def parting(plain: LlamaModel, spec: LlamaModel, prompt: list[Segment]) -> tuple[int, float] | None:
     """Where the two models' last completions part (token index) and the plain model's top-two logit gap there."""
-    a, b = (list(next(reversed(m._tokens._turns.values()))) for m in (plain, spec))
+    a, b = plain._tokens.last(), spec._tokens.last()
     at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
     if at is None:
         return None
@@ -196,7 +196,7 @@ def main() -> None:
                 s, texts[name]["plain"], _ = decode(plain, prompt, args.tokens)
                 f, texts[name]["spec"], stats[name] = decode(spec, prompt, args.tokens)
                 parts[name] = parting(plain, spec, prompt)
-                written = list(next(reversed(plain._tokens._turns.values())))
+                written = plain._tokens.last()
                 per_pass[name] = {q: len(written) / passes(plain, prompt, written, q) for q in (True, False)}
                 speed[name]["plain"].append(s)
                 speed[name]["spec"].append(f)

@@ -73,6 +73,10 @@ class PromptTokens:
         while len(self._turns) > _REMEMBERED:
             self._turns.popitem(last=False)
 
+    def last(self) -> list[int]:
+        """The ids of the turn remembered last (the latest completion's own tokens), or none."""
+        return list(next(reversed(self._turns.values()), ()))
+
     def content(self, text: str) -> list[int]:
         """Token ids of content: plain text, whatever markers it spells."""
         ids: list[int] = []

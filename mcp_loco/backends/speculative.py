@@ -33,8 +33,8 @@ Where it wins. A draft pays only when a verification batch costs much less than 
 one by one: where decoding waits on memory (a GPU), not where the CPU's arithmetic is already the
 limit. If a batch of k + 1 tokens is G times cheaper than k + 1 one-token decodes, drafting breaks
 even when a fraction ((k + 1) / G - 1) / k of the drafted tokens is accepted. On 2 CPU cores here a
-batch of 9 was 1.2-1.9x cheaper on SmolLM2 (break-even at 47-85% accepted) and 1.2-1.5x at the 4B
-shape; real turns of SmolLM2 had 40-60% of their drafted tokens accepted and decoded at 0.75-1.05x.
+batch of 9 was 1.2-2.0x cheaper on SmolLM2 (break-even at 44-81% accepted) and 1.1-1.5x at the 4B
+shape; real turns of SmolLM2 had 40-75% of their drafted tokens accepted and decoded at 0.74-1.30x.
 `speculative = "auto"` therefore times a one-token decode and a full verification batch on the
 loaded model (`batch_gain`) and drafts only from `WINS_AT`, where a quarter of the draft breaks even.
 """

@@ -12,6 +12,7 @@ from test_model_llama import run_and_cancel
 
 from mcp_loco.backends.llama_cpp import LIB, LlamaModel
 from mcp_loco.config import LlamaSettings
+from mcp_loco.errors import BackendError
 from mcp_loco.interfaces import GenerateOptions
 from mcp_loco.protocol import Message, ToolCall, parse_turn, render
 
@@ -51,7 +52,8 @@ def plain_model(small_model_path: Path) -> Iterator[LlamaModel]:
 
 def last_turn_ids(model: Any) -> list[int]:
     """The token ids of the model's last completion."""
-    return list(next(reversed(model._tokens._turns.values())))
+    ids: list[int] = model._tokens.last()
+    return ids
 
 
 def top_two_gap(model: Any, ids: list[int]) -> float:
@@ -170,3 +172,19 @@ def test_read_results_are_a_draft_source_without_their_line_numbers(llama_model:
     prompt = render([Message("user", "Quote it."), Message("tool", shown)])
     quoted = llama_model._quoted(prompt)
     assert llama_model._llm.detokenize(quoted).decode() == SNIPPET
+
+
+def test_a_failed_timing_leaves_drafting_off_and_the_model_serving(
+    small_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(self: Any, n: int, repeat: int = 2) -> tuple[float, float]:
+        raise BackendError("llama.cpp failed to decode (timing)")
+
+    monkeypatch.setattr(LlamaModel, "_time_batches", fail)
+    model = LlamaModel(small_model_path, LlamaSettings(n_ctx=1024, n_threads=1, speculative="auto"))
+    try:
+        assert not model.drafting and model.draft_gain is None
+        out = model.complete(render(COPY), GenerateOptions(max_tokens=4, temperature=0.0))
+        assert out.usage.completion_tokens > 0
+    finally:
+        model.close()
