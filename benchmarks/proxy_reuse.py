@@ -90,7 +90,7 @@ def main() -> None:
     """Print evaluated / new tokens for both sides."""
     args = parser(__doc__).parse_args()
     logs.configure("warning")
-    from mcp_loco.backends.llama_cpp import LlamaModel
+    from mcp_loco.model.backends.llama_cpp import LlamaModel
 
     model_path = args.model or default_model()
     opening, turns = session()

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mcp_loco.quotes import check_quotes
-from mcp_loco.report import check_report
+from mcp_loco.explore.quotes import check_quotes
+from mcp_loco.explore.report import check_report
 from mcp_loco.sandbox import Toolbox, path_oracle
 
 REPO = Path(__file__).resolve().parent.parent

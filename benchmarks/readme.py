@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mcp_loco.backends.speculative import WINS_AT
+from mcp_loco.model.backends.speculative import WINS_AT
 from mcp_loco.evals.runner import EvalReport
 from mcp_loco.evals.table import FORCE_NOTE, explore_table, table, tools_table, turn_table
 
@@ -358,7 +358,7 @@ def scale_section(paths: list[Path]) -> list[str]:
         "Random weights in LocoOperator-4B's exact shape (Qwen3-4B: 36 layers, 151,936-token vocabulary, Q4_K_M by "
         "llama.cpp's quantiser), written by `benchmarks/synthetic_model.py`; figures by `benchmarks/scale.py`, "
         "via `benchmarks/run_all.py --scale GGUF`. One run each; depths reached by copying KV cells (see "
-        "mcp_loco/speed.py). A GPU column appears with `--label gpu-<name> --gpu '<the GPU>' --bandwidth-gbs N`.",
+        "mcp_loco/model/speed.py). A GPU column appears with `--label gpu-<name> --gpu '<the GPU>' --bandwidth-gbs N`.",
         "",
         *[_machine_line(r["machine"]) + _scale_note(r) for r in runs],
         "",

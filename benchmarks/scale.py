@@ -9,7 +9,7 @@ exploration replays the scripted 10-turn session of benchmarks/_common.py (real 
 project's tree), evaluating each turn's new prompt tokens and force-feeding each recorded assistant turn
 token by token, as LlamaModel would have generated them.
 
-Depths are reached by copying one evaluated chunk's KV cells (mcp_loco/speed.py), so 24K of context costs
+Depths are reached by copying one evaluated chunk's KV cells (mcp_loco/model/speed.py), so 24K of context costs
 seconds, not most of an hour; prefill at a depth is one chunk evaluated after it.
 Each figure is one run (no medians: a full run takes half an hour on 2 cores).
 """
@@ -30,10 +30,10 @@ from _common import emit, parser, session
 from run_all import machine
 
 from mcp_loco import logs
-from mcp_loco.backends.llama_cpp import LlamaModel
+from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.config import LlamaSettings
-from mcp_loco.protocol import Message, render
-from mcp_loco.speed import DepthBench, Point, Shape, estimate_seconds
+from mcp_loco.model.protocol import Message, render
+from mcp_loco.model.speed import DepthBench, Point, Shape, estimate_seconds
 
 CONFIGS = {
     "f16": {"cache_type_k": "f16", "cache_type_v": "f16", "flash_attn": False},
@@ -45,8 +45,8 @@ KV_CTX = (16384, 32768, 51200)
 
 CHILD = r"""
 import json, logging, sys, time
-from mcp_loco.backends import llama_load as backend
-from mcp_loco.backends.llama_cpp import LlamaModel
+from mcp_loco.model.backends import llama_load as backend
+from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.config import LlamaSettings
 from mcp_loco.interfaces import GenerateOptions, Segment
 

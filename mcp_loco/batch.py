@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from tqdm import tqdm
 
-from mcp_loco.agent import Explorer
+from mcp_loco.explore.agent import Explorer
 from mcp_loco.config import Settings
 from mcp_loco.errors import ConfigError, LocoError
 
@@ -73,7 +73,7 @@ def render_answer(qid: str, query: str, result: Any) -> str:
 
 def run_batch(settings: Settings, root: Path, queries: Path, out: Path) -> Summary:
     """Answer every query not yet answered in `out`."""
-    from mcp_loco.backends import load_backend
+    from mcp_loco.model.backends import load_backend
 
     items = read_queries(queries)
     out.mkdir(parents=True, exist_ok=True)

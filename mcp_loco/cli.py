@@ -14,7 +14,7 @@ from mcp_loco.config import Settings, load_settings, parse_assignment, render_to
 from mcp_loco.errors import LocoError
 
 if TYPE_CHECKING:
-    from mcp_loco.agent import Progress
+    from mcp_loco.explore.agent import Progress
 
 Overrides = dict[str, dict[str, Any]]
 
@@ -93,7 +93,7 @@ def cmd_tool(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """Download or list model files."""
-    from mcp_loco import modelfiles
+    from mcp_loco.model import modelfiles
 
     settings = _settings(args)
     if args.models_command == "pull":
@@ -125,8 +125,8 @@ def _progress_to_stderr(quiet: bool) -> Callable[[Progress], None] | None:
 
 def cmd_explore(args: argparse.Namespace) -> int:
     """Explore a directory once and print the report (or the whole result as JSON)."""
-    from mcp_loco.agent import Explorer
-    from mcp_loco.backends import load_backend
+    from mcp_loco.explore.agent import Explorer
+    from mcp_loco.model.backends import load_backend
 
     settings = _settings(args)
     if args.transcript_dir:
@@ -153,7 +153,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the MCP server."""
-    from mcp_loco.server import serve
+    from mcp_loco.serve.server import serve
 
     serve(_settings(args))
     return 0
@@ -178,7 +178,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     """Register the server with Claude Code or Claude Desktop."""
-    from mcp_loco import install
+    from mcp_loco.serve import install
 
     if args.client == "claude-code" and args.proxy:  # --proxy: the haiku tier through `mcp-loco proxy`
         return install.claude_code_proxy(args.scope or "local", args.proxy_url, args.print_only)

@@ -14,7 +14,7 @@ from pathlib import Path
 from mcp_loco.config import Settings
 from mcp_loco.errors import LocoError
 from mcp_loco.interfaces import GenerateOptions, Segment
-from mcp_loco.speed import DepthBench, Point, Shape, bench, estimate_seconds
+from mcp_loco.model.speed import DepthBench, Point, Shape, bench, estimate_seconds
 
 REBUILD = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
@@ -39,7 +39,7 @@ def _check_llama_import(settings: Settings) -> str:
 
 def _local_model(settings: Settings) -> Path:
     """The model file on this machine; doctor never downloads."""
-    from mcp_loco import modelfiles
+    from mcp_loco.model import modelfiles
 
     return modelfiles.resolve(settings.model.model_copy(update={"download": False}))
 
@@ -91,7 +91,7 @@ def _check_decode(settings: Settings) -> str:
 
 def decode_one(settings: Settings) -> str:
     """Load the configured backend and generate one token."""
-    from mcp_loco.backends import load_backend
+    from mcp_loco.model.backends import load_backend
 
     t0 = time.monotonic()
     model = load_backend(settings)
@@ -165,10 +165,10 @@ def fixes(points: Sequence[Point], settings: Settings, shape: Shape, limit: floa
 
 def run_bench(settings: Settings) -> int:
     """Measure prefill and decode at a few depths (~30 s) and estimate a typical exploration's seconds."""
-    from mcp_loco.backends.llama_cpp import LlamaModel
-    from mcp_loco.backends.speculative import WINS_AT
-    from mcp_loco.protocol import render
-    from mcp_loco.turns import Turns
+    from mcp_loco.model.backends.llama_cpp import LlamaModel
+    from mcp_loco.model.backends.speculative import WINS_AT
+    from mcp_loco.model.protocol import render
+    from mcp_loco.explore.turns import Turns
 
     if settings.model.backend != "llama":
         print(f"bench: FAILED - measures the llama backend, not {settings.model.backend}")

@@ -12,7 +12,7 @@ from server_helpers import BIN
 
 from mcp_loco.batch import read_queries
 from mcp_loco.errors import ConfigError
-from mcp_loco.protocol import format_call
+from mcp_loco.model.protocol import format_call
 
 CLAUDE = Path(__file__).parent / "clients/node_modules/.bin/claude"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from server_helpers import BIN
 
-from mcp_loco.backends.speculative import WINS_AT
+from mcp_loco.model.backends.speculative import WINS_AT
 from mcp_loco.config import LlamaSettings, Settings
 from mcp_loco.doctor import CLIENT_LIMIT_S, GPU_HINT, exploration_shape, fixes
 from mcp_loco.errors import BackendError
-from mcp_loco.speed import DepthBench, Point, Shape, estimate_seconds, repeat_state
+from mcp_loco.model.speed import DepthBench, Point, Shape, estimate_seconds, repeat_state
 
 
 def test_estimate_adds_each_turns_prefill_and_decode_at_its_depth() -> None:
@@ -56,7 +56,7 @@ def test_an_unknown_state_layout_is_refused() -> None:
 
 @pytest.mark.model
 def test_filled_cache_holds_the_depth_and_is_read_by_attention(small_model_path: Path) -> None:
-    from mcp_loco.backends.llama_cpp import LlamaModel
+    from mcp_loco.model.backends.llama_cpp import LlamaModel
 
     model = LlamaModel(small_model_path, LlamaSettings(n_ctx=8192, n_threads=1, n_threads_batch=1))
     b = DepthBench(model, unit=128)

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp_loco.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from mcp_loco.model.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from mcp_loco.sandbox.registry import TOOLS
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import structlog
 
-from mcp_loco.backends import load_backend
+from mcp_loco.model.backends import load_backend
 from mcp_loco.config import Settings
 from mcp_loco.errors import ConfigError
 from mcp_loco.evals.runner import ABLATION, default_root, default_variant, run_eval

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field, computed_field
 
 from mcp_loco.evals.calls import JUDGE_SCHEMAS, has_call, judge_turn
-from mcp_loco.report import ExploreResult
+from mcp_loco.explore.report import ExploreResult
 
 INVALID = "(invalid)"
 """Tool-distribution bucket for blocks whose JSON does not name a tool."""

@@ -17,7 +17,7 @@ from typing import Any
 from mcp_loco.config import configs_dir
 from mcp_loco.errors import ConfigError
 from mcp_loco.evals.calls import judge_turn
-from mcp_loco.protocol import Message
+from mcp_loco.model.protocol import Message
 
 TURNS_FILE = "eval_turns.jsonl"
 QUESTIONS_FILE = "eval_questions.jsonl"

@@ -33,7 +33,7 @@ from mcp_loco.proxy.wire import (
     parse_json,
     validate_request,
 )
-from mcp_loco.turns import sampling
+from mcp_loco.explore.turns import sampling
 
 log = structlog.get_logger("mcp_loco.proxy")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -257,7 +257,7 @@ def serve(settings: Settings) -> None:
     """Load the model, then serve the proxy until interrupted."""
     import uvicorn
 
-    from mcp_loco.backends import load_backend
+    from mcp_loco.model.backends import load_backend
 
     models = LocalModels(lambda: load_backend(settings), settings.proxy.parallel)
     models.load()  # before binding: a model that cannot load is a clear error, not a half-started server

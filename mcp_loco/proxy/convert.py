@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_loco.interfaces import Completion, Segment
-from mcp_loco.protocol import MalformedCall, Message, ToolCall, format_call, parse_turn, render
+from mcp_loco.model.protocol import MalformedCall, Message, ToolCall, format_call, parse_turn, render
 from mcp_loco.proxy.wire import (
     DocumentBlock,
     ImageBlock,

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from mcp_loco.grammar import GrammarError, generic_tool_call_grammar, tool_call_grammar, validate_grammar
+from mcp_loco.model.grammar import GrammarError, generic_tool_call_grammar, tool_call_grammar, validate_grammar
 from mcp_loco.proxy.wire import ToolDef
 
 log = structlog.get_logger("mcp_loco.proxy.grammars")

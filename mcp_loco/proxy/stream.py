@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from mcp_loco.grammar import TOOL_CALL_OPEN
+from mcp_loco.model.grammar import TOOL_CALL_OPEN
 from mcp_loco.proxy.convert import LocalPrompt, Reply, TurnMemory, to_reply, usage
 from mcp_loco.proxy.local import Generation
 from mcp_loco.proxy.wire import error_body

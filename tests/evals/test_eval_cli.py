@@ -11,7 +11,7 @@ import pytest
 from mcp_loco.cli import main
 from mcp_loco.config import Settings
 from mcp_loco.evals.runner import ABLATION, default_variant, explore_variants
-from mcp_loco.protocol import format_call
+from mcp_loco.model.protocol import format_call
 
 GREP = format_call("Grep", {"pattern": "load_config", "path": "{root}"})
 READ = format_call("Read", {"file_path": "{root}/src/app/config.py"})

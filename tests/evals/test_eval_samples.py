@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mcp_loco.evals.samples import SampleError, load_questions, load_turn_samples
-from mcp_loco.protocol import format_call
+from mcp_loco.model.protocol import format_call
 
 GREP = format_call("Grep", {"pattern": "load_config", "path": "{root}"})
 READ = format_call("Read", {"file_path": "{root}/src/app/config.py"})

@@ -18,7 +18,7 @@ import structlog
 import structlog.testing
 
 from mcp_loco.config import LlamaSettings
-from mcp_loco.protocol import Message, format_call
+from mcp_loco.model.protocol import Message, format_call
 from mcp_loco.sandbox.registry import schemas
 
 # The argument schemas the tool layer offers (Claude Code's names), for grammar tests.
@@ -82,7 +82,7 @@ def few_shot_messages() -> list[Message]:
 @pytest.fixture(scope="session")
 def llama_model(small_model_path: Path) -> Iterator[Any]:
     """One in-process SmolLM2 for the whole session (tests run one at a time, so one conversation at a time)."""
-    from mcp_loco.backends.llama_cpp import LlamaModel
+    from mcp_loco.model.backends.llama_cpp import LlamaModel
 
     # One thread: llama.cpp's worker threads spin-wait, and on a busy shared machine that turns a
     # 1 s test into a 10 s one; a single thread is about as fast for a 135M model.

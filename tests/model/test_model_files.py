@@ -10,7 +10,8 @@ import httpx
 import pytest
 from huggingface_hub import errors as hf_errors
 
-from mcp_loco import cli, modelfiles
+from mcp_loco import cli
+from mcp_loco.model import modelfiles
 from mcp_loco.config import ModelSettings, Settings
 from mcp_loco.errors import ConfigError, ModelNotFoundError
 
@@ -210,9 +211,9 @@ def test_cli_models_pull_and_list(tmp_path: Path, patched_hub: FakeHub, capsys: 
 
 
 def test_load_backend_wires_each_backend(tmp_path: Path, patched_hub: FakeHub) -> None:
-    from mcp_loco.backends import load_backend
-    from mcp_loco.backends.openai_compat import OpenAICompatModel
-    from mcp_loco.backends.replay import ReplayModel
+    from mcp_loco.model.backends import load_backend
+    from mcp_loco.model.backends.openai_compat import OpenAICompatModel
+    from mcp_loco.model.backends.replay import ReplayModel
 
     s = Settings()
     s.model.backend = "replay"

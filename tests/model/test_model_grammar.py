@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from mcp_loco.grammar import GrammarError, generic_tool_call_grammar, tool_call_grammar, validate_grammar
+from mcp_loco.model.grammar import GrammarError, generic_tool_call_grammar, tool_call_grammar, validate_grammar
 from mcp_loco.interfaces import GenerateOptions
-from mcp_loco.protocol import Message, ToolCall, parse_turn, render
+from mcp_loco.model.protocol import Message, ToolCall, parse_turn, render
 
 BAD_GRAMMARS = {
     "undefined rule": ('root ::= "a" missing', "undefined rule 'missing'"),

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_loco import protocol
+from mcp_loco.model import protocol
 from mcp_loco.interfaces import Segment
-from mcp_loco.protocol import (
+from mcp_loco.model.protocol import (
     IM_END,
     IM_START,
     RESPONSE_CLOSE,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from test_model_llama import run_and_cancel
 
-from mcp_loco.backends.llama_cpp import LIB, LlamaModel
+from mcp_loco.model.backends.llama_cpp import LIB, LlamaModel
 from mcp_loco.config import LlamaSettings
 from mcp_loco.errors import BackendError
 from mcp_loco.interfaces import GenerateOptions
-from mcp_loco.protocol import Message, ToolCall, parse_turn, render
+from mcp_loco.model.protocol import Message, ToolCall, parse_turn, render
 
 pytestmark = pytest.mark.model
 
@@ -122,7 +122,7 @@ def test_cancel_stops_a_speculative_generation(llama_model: Any) -> None:
 def test_drafted_tokens_inside_a_tool_call_pass_the_grammar(
     llama_model: Any, few_shot_messages: list[Message], tool_schemas: dict[str, Any]
 ) -> None:
-    from mcp_loco.grammar import tool_call_grammar
+    from mcp_loco.model.grammar import tool_call_grammar
 
     grammar = tool_call_grammar(tool_schemas)
     options = GenerateOptions(max_tokens=64, temperature=0.0, grammar=grammar)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from proxy_helpers import HAIKU
 
-from mcp_loco.backends.replay import ReplayModel
+from mcp_loco.model.backends.replay import ReplayModel
 
 GOOD = {"model": HAIKU, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from proxy_helpers import HAIKU, FakeUpstream, sdk, upstream_events
 
-from mcp_loco.backends.replay import ReplayModel
+from mcp_loco.model.backends.replay import ReplayModel
 
 HEADERS = {
     "x-api-key": "sk-ant-test-key",

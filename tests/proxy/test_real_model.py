@@ -28,7 +28,7 @@ READ = {
 @pytest.fixture(scope="module")
 def client(small_model_path: Path) -> Iterator[anthropic.Anthropic]:
     """One proxy over the real model for the module (loading it once)."""
-    from mcp_loco.backends.llama_cpp import LlamaModel
+    from mcp_loco.model.backends.llama_cpp import LlamaModel
 
     llama = LlamaSettings(n_ctx=4096, n_threads=1, n_threads_batch=1)
     app = create_app(proxy_settings(upstream=""), lambda: LlamaModel(small_model_path, llama))

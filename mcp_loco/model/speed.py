@@ -1,0 +1,273 @@
+"""Prefill and decode speed at a context depth, and what they make of an exploration (doctor --bench, benchmarks).
+
+Filling a 4B model's cache to 24K tokens on a CPU takes most of an hour, so a depth is reached by
+copying: one chunk is evaluated, its KV cells are read back with llama_state_seq_get_data, and a state
+holding that chunk repeated at consecutive positions is written back with llama_state_seq_set_data.
+Attention then reads as many cells as a real conversation of that length; the values do not matter to
+the cost. The state layout is llama.cpp's (llama-kv-cache.cpp state_write); a layout this code does not
+know is refused with a clear error rather than misread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mcp_loco.errors import BackendError
+
+if TYPE_CHECKING:
+    from mcp_loco.model.backends.llama_cpp import LlamaModel
+
+_MAGIC = 0xAF143CD8  # io_magic in llama-context.cpp, first word of a sequence state
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement: tokens per second at a context depth."""
+
+    depth: int
+    prefill_tok_s: float
+    decode_tok_s: float
+
+
+class DepthBench:
+    """Times prefill chunks and decoded tokens at chosen depths on a loaded LlamaModel."""
+
+    def __init__(self, model: LlamaModel, unit: int = 512, seed: int = 0) -> None:
+        # The backend's own llama_cpp.Llama, so the context has exactly the product's settings.
+        self._llm: Any = model._llm
+        self._lib: Any = model._lib
+        self._ctx = self._llm._ctx.ctx
+        self._n_vocab = int(self._llm.n_vocab())
+        chain = self._lib.llama_sampler_chain_init(self._lib.llama_sampler_chain_default_params())
+        for s in (
+            self._lib.llama_sampler_init_top_k(20),
+            self._lib.llama_sampler_init_top_p(0.8, 1),
+            self._lib.llama_sampler_init_temp(0.7),
+            self._lib.llama_sampler_init_dist(seed),
+        ):
+            self._lib.llama_sampler_chain_add(chain, s)
+        self._sampler = chain
+        self.unit = unit
+        """Tokens evaluated once and copied to reach a depth."""
+        self._unit: bytes | None = None
+
+    @property
+    def n_ctx(self) -> int:
+        """Context size of the loaded model."""
+        return int(self._llm.n_ctx())
+
+    @property
+    def depth(self) -> int:
+        """Tokens now in the cache."""
+        return int(self._llm.n_tokens)
+
+    def close(self) -> None:
+        """Free the sampler (the model is the caller's)."""
+        if self._sampler is not None:
+            self._lib.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+    def tokens(self, n: int, start: int = 0) -> list[int]:
+        """N ordinary token ids (a fixed pseudo-random walk over the vocabulary)."""
+        return [(1000 + 7919 * (start + i)) % min(self._n_vocab, 49000) for i in range(n)]
+
+    def truncate(self, depth: int) -> None:
+        """Drop every cell from `depth` on."""
+        self._llm._ctx.kv_cache_seq_rm(-1, depth, -1)
+        self._llm.n_tokens = depth
+
+    def prefill(self, tokens: Sequence[int]) -> float:
+        """Evaluate the tokens at the current depth (n_batch at a time); return seconds."""
+        started = time.perf_counter()
+        self._llm.eval(list(tokens))
+        return time.perf_counter() - started
+
+    def decode(self, n: int, first: int) -> float:
+        """Decode n tokens one at a time, each sampled and fed back (random weights: kept to ordinary ids)."""
+        token = first
+        started = time.perf_counter()
+        for _ in range(n):
+            self._llm.eval([token])
+            sampled = int(self._lib.llama_sampler_sample(self._sampler, self._ctx, -1))
+            token = sampled if 0 <= sampled < 49000 else first
+        return time.perf_counter() - started
+
+    def force(self, tokens: Sequence[int]) -> float:
+        """Decode recorded tokens one at a time, sampling after each as generation would; return seconds."""
+        started = time.perf_counter()
+        for token in tokens:
+            self._llm.eval([token])
+            self._lib.llama_sampler_sample(self._sampler, self._ctx, -1)
+        return time.perf_counter() - started
+
+    def fill(self, depth: int) -> None:
+        """Make the cache hold `depth` cells at positions 0..depth-1 (copies of one evaluated chunk)."""
+        if depth > self.n_ctx:
+            raise BackendError(f"depth {depth} does not fit n_ctx {self.n_ctx}")
+        if depth == 0:
+            self.truncate(0)
+            return
+        if self._unit is None:
+            self.truncate(0)
+            self.prefill(self.tokens(min(self.unit, self.n_ctx)))
+            self._unit = self._read_state()
+        self._write_state(self._unit, depth)
+        self._llm.n_tokens = depth
+        got = int(self._lib.llama_memory_seq_pos_max(self._lib.llama_get_memory(self._ctx), 0)) + 1
+        if got != depth:
+            raise BackendError(f"filling the cache to {depth} cells left {got}: llama.cpp's state layout changed")
+
+    def measure(self, depth: int, chunk: int, n_decode: int) -> Point:
+        """Prefill `chunk` tokens after `depth` cached ones, then decode `n_decode`."""
+        self.fill(depth)
+        p = self.prefill(self.tokens(chunk, start=depth))
+        d = self.decode(n_decode, self.tokens(1, start=depth + chunk)[0])
+        self.truncate(depth)
+        return Point(depth, chunk / p, n_decode / d)
+
+    # ---- the state blob -------------------------------------------------------------------------
+
+    def _read_state(self) -> bytes:
+        size = int(self._lib.llama_state_seq_get_size(self._ctx, 0))
+        buf = (ctypes.c_uint8 * size)()
+        n = int(self._lib.llama_state_seq_get_data(self._ctx, buf, size, 0))
+        if n == 0:
+            raise BackendError("llama_state_seq_get_data failed")
+        return bytes(buf)[:n]
+
+    def _write_state(self, unit: bytes, cells: int) -> None:
+        blob = repeat_state(unit, cells)
+        buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
+        if int(self._lib.llama_state_seq_set_data(self._ctx, buf, len(blob), 0)) == 0:
+            raise BackendError("llama_state_seq_set_data refused the state")
+
+
+def repeat_state(unit: bytes, cells: int) -> bytes:
+    """A one-sequence KV state of `cells` cells at positions 0..cells-1, the unit's cells repeated."""
+    r = _Reader(unit)
+    magic, seq_id, n_stream = r.unpack("<IiI")
+    if magic != _MAGIC or n_stream != 1:
+        raise BackendError(f"unknown sequence state layout (magic {magic:#x}, {n_stream} streams)")
+    (count,) = r.unpack("<I")
+    for _ in range(count):
+        _pos, n_seq = r.unpack("<iI")
+        if n_seq != 1:
+            raise BackendError("unknown sequence state layout (a cell with several sequences)")
+        r.unpack("<i")
+    v_trans, n_layer = r.unpack("<II")
+    out = [struct.pack("<IiII", magic, seq_id, n_stream, cells)]
+    out += [struct.pack("<iIi", p, 1, seq_id) for p in range(cells)]
+    out.append(struct.pack("<II", v_trans, n_layer))
+    reps: int = math.ceil(cells / count)
+    cells_n: int = cells
+    count_n: int = count
+
+    def rows(row: int) -> bytes:
+        data = r.take(count_n * row)
+        return (data * reps)[: cells_n * row]
+
+    for _ in range(n_layer):  # K: one row per cell
+        k_type, k_row = r.unpack("<iQ")
+        out += [struct.pack("<iQ", k_type, k_row), rows(k_row)]
+    for _ in range(n_layer):
+        if not v_trans:
+            v_type, v_row = r.unpack("<iQ")
+            out += [struct.pack("<iQ", v_type, v_row), rows(v_row)]
+        else:  # transposed V: for each of the n_embd_v elements, one value per cell
+            v_type, v_el, n_embd = r.unpack("<iII")
+            out.append(struct.pack("<iII", v_type, v_el, n_embd))
+            out += [rows(v_el) for _ in range(n_embd)]
+    if not r.done:
+        raise BackendError(f"unknown sequence state layout ({len(unit) - r.at} bytes left over)")
+    return b"".join(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
+        values = struct.unpack_from(fmt, self.data, self.at)
+        self.at += struct.calcsize(fmt)
+        return values
+
+    def take(self, n: int) -> bytes:
+        if self.at + n > len(self.data):
+            raise BackendError("unknown sequence state layout (truncated)")
+        chunk = self.data[self.at : self.at + n]
+        self.at += n
+        return chunk
+
+    @property
+    def done(self) -> bool:
+        return self.at == len(self.data)
+
+
+# ---- what the figures make of an exploration ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The token counts of one exploration: the opening prompt, then per tool turn, then the report."""
+
+    opening: int = 1500
+    result_tokens: int = 1850
+    call_tokens: int = 50
+    report_tokens: int = 1500
+    turns: int = 10
+    """Model turns, the last of which writes the report."""
+
+    @property
+    def prompt_evaluated(self) -> int:
+        """Prompt tokens evaluated with prefix reuse: the opening, then each turn's tool results."""
+        return self.opening + (self.turns - 1) * self.result_tokens
+
+    @property
+    def written(self) -> int:
+        """Tokens the model writes."""
+        return (self.turns - 1) * self.call_tokens + self.report_tokens
+
+
+def _interp(points: Sequence[Point], depth: float, attr: str) -> float:
+    """Seconds per token at a depth: linear in the depth (attention grows with it), fitted to the points."""
+    pts = sorted(points, key=lambda p: p.depth)
+    xs = [p.depth for p in pts]
+    ys = [1.0 / float(getattr(p, attr)) for p in pts]
+    if len(pts) == 1:
+        return ys[0]
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    slope = max(0.0, sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var) if var else 0.0
+    return max(min(ys), my + slope * (depth - mx))
+
+
+def estimate_seconds(points: Sequence[Point], shape: Shape) -> float:
+    """Seconds of prompt evaluation and decoding for an exploration of that shape (tools and overhead excluded)."""
+    seconds, depth = 0.0, 0.0
+    evaluate = [shape.opening] + [shape.result_tokens] * (shape.turns - 1)
+    for turn, new in enumerate(evaluate):
+        seconds += new * _interp(points, depth + new / 2, "prefill_tok_s")
+        depth += new
+        wrote = shape.report_tokens if turn == shape.turns - 1 else shape.call_tokens
+        seconds += wrote * _interp(points, depth + wrote / 2, "decode_tok_s")
+        depth += wrote
+    return seconds
+
+
+@contextmanager
+def bench(model: LlamaModel) -> Iterator[DepthBench]:
+    """A DepthBench on the model, freed afterwards."""
+    b = DepthBench(model)
+    try:
+        yield b
+    finally:
+        b.truncate(0)
+        b.close()

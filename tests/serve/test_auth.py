@@ -1,0 +1,224 @@
+"""Bearer-token authentication of the sse and http transports, with real servers and real clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client, ClientSession, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from server_helpers import BIN, free_port
+from serving_helpers import ACCEPT, INIT, SLOW_SERVE, TOKEN, bearer, call_args, rpc, slow_env, slow_server
+
+from mcp_loco.serve.auth import check_exposure, is_loopback, load_token
+from mcp_loco.config import ServerSettings
+from mcp_loco.errors import ConfigError
+
+CLAUDE = Path(__file__).parents[1] / "clients/node_modules/.bin/claude"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def post_init(url: str, headers: dict[str, str]) -> httpx2.Response:
+    h = {"Accept": ACCEPT, "Content-Type": "application/json", **headers}
+    return httpx2.post(url, json=rpc("initialize", INIT), headers=h, timeout=10)
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_http_answers_only_callers_with_the_token(sample_repo: Path, token_file: Path) -> None:
+    with slow_server("http", slow_env(sample_repo, turn_s=0), "--token-file", str(token_file)) as s:
+        async with (
+            httpx2.AsyncClient(headers=bearer()) as http,
+            Client(streamable_http_client(s.url, http_client=http)) as client,
+        ):
+            with anyio.fail_after(30):
+                tools = await client.list_tools()
+                result = await client.call_tool("explore_codebase", call_args(sample_repo, max_turns=1))
+        async with (
+            httpx2.AsyncClient(headers=bearer()) as http,
+            Client(streamable_http_client(s.url, http_client=http), mode="legacy") as legacy,
+        ):
+            with anyio.fail_after(30):
+                assert (await legacy.list_tools()).tools[0].name == "explore_codebase"
+        missing = post_init(s.url, {})
+        wrong = post_init(s.url, bearer("not-the-token-0123456789"))
+        basic = post_init(s.url, {"Authorization": f"Basic {TOKEN}"})
+        with pytest.raises(Exception, match="unhandled errors"):  # the SDK's client, without the header
+            with anyio.fail_after(30):
+                async with Client(s.url) as client:
+                    await client.list_tools()
+    assert [t.name for t in tools.tools] == ["explore_codebase"]
+    assert not result.is_error
+    for refused in (missing, wrong, basic):
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith('Bearer realm="mcp-loco"')
+        assert "mcp-session-id" not in refused.headers
+    assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
+    assert 'error="invalid_token"' not in missing.headers["www-authenticate"]
+    assert "Authorization: Bearer" in missing.json()["error_description"]
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_sse_needs_the_token_from_the_environment_on_both_endpoints(sample_repo: Path) -> None:
+    env = slow_env(sample_repo, turn_s=0, MCP_LOCO_SERVER_TOKEN=TOKEN)
+    with slow_server("sse", env) as s:
+        async with sse_client(s.url, headers=bearer()) as (read, write), ClientSession(read, write) as session:
+            with anyio.fail_after(30):
+                await session.initialize()
+                result = await session.call_tool("explore_codebase", call_args(sample_repo, max_turns=1))
+        async with httpx2.AsyncClient(timeout=10) as raw:
+            stream_refused = await raw.get(s.url, headers={"Accept": "text/event-stream"})
+            # A message posted to a live session without the token is refused too.
+            async with raw.stream("GET", s.url, headers={"Accept": "text/event-stream", **bearer()}) as stream:
+                lines = stream.aiter_lines()  # held: a dropped line iterator closes the stream, ending the session
+                async for line in lines:
+                    if line.startswith("data:"):
+                        post = s.base + line[5:].strip()
+                        break
+                post_refused = await raw.post(post, json=rpc("initialize", INIT), headers=bearer("x" * 20))
+                accepted = await raw.post(post, json=rpc("initialize", INIT), headers=bearer())
+    assert not result.is_error
+    assert stream_refused.status_code == 401 and post_refused.status_code == 401
+    assert accepted.status_code == 202
+
+
+@pytest.mark.slow
+def test_the_token_is_never_logged(sample_repo: Path, tmp_path: Path) -> None:
+    wrong = "wrong-token-but-close-" + TOKEN[-8:]
+    env = slow_env(sample_repo, turn_s=0, MCP_LOCO_SERVER_TOKEN=TOKEN, MCP_LOCO_LOG_LEVEL="debug")
+    with slow_server("http", env) as s:
+        assert post_init(s.url, bearer()).status_code == 200
+        assert post_init(s.url, bearer(wrong)).status_code == 401
+    assert "request refused: wrong bearer token" in s.stderr
+    assert TOKEN not in s.stderr and TOKEN[-8:] not in s.stderr and wrong not in s.stderr
+    shown = subprocess.run([str(BIN), "config"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert 'token = "***"' in shown.stdout and TOKEN not in shown.stdout
+
+
+def serve_fails(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MCP_LOCO_")}
+    cmd = [str(BIN), "serve", "--transport", "http", "--port", str(free_port()), *args]
+    return subprocess.run(cmd, env={**base, **(env or {})}, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_listening_beyond_loopback_without_a_token_refuses_to_start(tmp_path: Path) -> None:
+    done = serve_fails("--host", "0.0.0.0", "--root", str(tmp_path))
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in done.stderr
+    assert "--token-file" in done.stderr and "--allow-unauthenticated" in done.stderr
+    sse = serve_fails("--host", "192.168.1.10", "--root", str(tmp_path), "--set", 'server.transport="sse"')
+    assert sse.returncode == 2 and "without a token" in sse.stderr
+
+
+@pytest.mark.parametrize(
+    ("contents", "needle"),
+    [
+        (None, "token file not found"),
+        ("", "is empty"),
+        ("tiny-7x\n", "shorter than 16"),
+        ("has a space in it!!\n", "spaces"),
+    ],
+)
+def test_a_bad_token_stops_the_server_with_the_reason(tmp_path: Path, contents: str | None, needle: str) -> None:
+    path = tmp_path / "token"
+    if contents is not None:
+        path.write_text(contents)
+    done = serve_fails("--token-file", str(path), "--root", str(tmp_path))
+    assert done.returncode == 2 and needle in done.stderr, done.stderr
+    assert contents is None or not contents.strip() or contents.strip() not in done.stderr
+
+
+def test_exposure_rules() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.8.0.1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("example.com")
+    check_exposure(ServerSettings(host="0.0.0.0"), TOKEN)
+    check_exposure(ServerSettings(host="0.0.0.0", allow_unauthenticated=True), None)
+    check_exposure(ServerSettings(host="127.0.0.1"), None)
+    with pytest.raises(ConfigError, match="--allow-unauthenticated"):
+        check_exposure(ServerSettings(host="::"), None)
+    assert load_token(ServerSettings()) is None
+    assert load_token(ServerSettings(token=f"  {TOKEN} ")) == TOKEN  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_stdio_ignores_the_token(sample_repo: Path) -> None:
+    env = slow_env(sample_repo, turn_s=0, MCP_LOCO_SERVER_TOKEN=TOKEN)
+    async with Client(StdioServerParameters(command=sys.executable, args=[str(SLOW_SERVE), "serve"], env=env)) as c:
+        with anyio.fail_after(30):
+            result = await c.call_tool("explore_codebase", call_args(sample_repo, max_turns=1))
+    assert not result.is_error
+
+
+def test_install_prints_a_registration_that_does_not_echo_the_token(token_file: Path) -> None:
+    url = "http://10.0.0.5:8765/mcp"
+    done = subprocess.run(
+        [str(BIN), "install", "claude-code", "--print", "--url", url, "--token-file", str(token_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        f'claude mcp add --transport http --scope user loco {url} --header "Authorization: Bearer $(cat {token_file})"'
+    )
+    assert TOKEN not in done.stdout + done.stderr
+    desktop = subprocess.run(
+        [str(BIN), "install", "claude-desktop", "--url", url], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert desktop.returncode == 2 and "claude-code" in desktop.stderr
+
+
+@pytest.mark.slow
+def test_claude_code_registered_by_install_reaches_the_server_with_its_token(
+    sample_repo: Path, token_file: Path, tmp_path: Path
+) -> None:
+    if not CLAUDE.exists():
+        pytest.fail("Claude Code CLI not installed: run scripts/setup --test (needs npm)")
+    with slow_server("http", slow_env(sample_repo, turn_s=0), "--token-file", str(token_file)) as s:
+        listings = {}
+        for name, tokens in (("good", token_file), ("bad", tmp_path / "bad-token")):
+            (tmp_path / "bad-token").write_text("not-the-right-token-at-all\n")
+            home = tmp_path / f"home-{name}"
+            home.mkdir()
+            env = {**os.environ, "HOME": str(home), "PATH": f"{CLAUDE.parent}:{os.environ['PATH']}"}
+            cmd = [str(BIN), "install", "claude-code", "--url", s.url, "--token-file", str(tokens)]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+            assert done.returncode == 0, done.stderr
+            listed = subprocess.run(
+                [str(CLAUDE), "mcp", "list"],
+                env=env,
+                cwd=home,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            listings[name] = listed.stdout + listed.stderr
+            config = json.loads((home / ".claude.json").read_text())
+            assert config["mcpServers"]["loco"]["headers"]["Authorization"].startswith("Bearer ")
+    # `claude mcp list` exits 0 even when a server fails its health check: read the text.
+    assert "loco:" in listings["good"] and "✔ Connected" in listings["good"], listings["good"]
+    assert "✔ Connected" not in listings["bad"], listings["bad"]
+    assert TOKEN not in s.stderr
