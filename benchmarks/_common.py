@@ -13,11 +13,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.config import LlamaSettings, Settings
+from mcp_loco.explore.turns import Turns
+from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.model.protocol import Message, format_call
 from mcp_loco.sandbox import Toolbox
-from mcp_loco.explore.turns import Turns
 
 ROOT = Path(__file__).resolve().parent.parent / "mcp_loco"
 """The project's own source tree: real code for the tools to read."""

@@ -18,8 +18,8 @@ import llama_cpp
 from _common import default_model, emit, llama_settings, median, parser
 
 from mcp_loco import logs
-from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.interfaces import GenerateOptions
+from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.model.protocol import Message, prompt_text, render
 
 MESSAGES = [Message("user", "Write a long story about a lighthouse keeper and the sea.")]

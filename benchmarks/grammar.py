@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mcp_loco import logs
-from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.config import LlamaSettings
-from mcp_loco.model.grammar import tool_call_grammar
 from mcp_loco.interfaces import GenerateOptions
+from mcp_loco.model.backends.llama_cpp import LlamaModel
+from mcp_loco.model.grammar import tool_call_grammar
 from mcp_loco.model.protocol import Message, format_call, render
 
 SCHEMAS = {

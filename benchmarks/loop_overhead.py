@@ -19,11 +19,11 @@ from typing import Any
 from _common import ROOT, default_model, emit, llama_settings, median, parser, session
 
 from mcp_loco import logs
+from mcp_loco.config import Settings
 from mcp_loco.explore.agent import Explorer
+from mcp_loco.interfaces import ChatModel, Completion, GenerateOptions, Prompt
 from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.model.backends.replay import ReplayModel
-from mcp_loco.config import Settings
-from mcp_loco.interfaces import ChatModel, Completion, GenerateOptions, Prompt
 from mcp_loco.sandbox import Toolbox
 
 QUESTION = "Where is the settings precedence (CLI > env > file > defaults) implemented?"

@@ -25,10 +25,10 @@ from typing import Any
 from _common import ROOT, default_model, emit, llama_settings, median, parser, session
 
 from mcp_loco import logs
-from mcp_loco.explore.agent import Explorer
-from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.config import LlamaSettings, Settings
+from mcp_loco.explore.agent import Explorer
 from mcp_loco.interfaces import GenerateOptions
+from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.model.protocol import Message, render
 
 ONE = GenerateOptions(max_tokens=1, temperature=0.0)

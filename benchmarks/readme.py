@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mcp_loco.model.backends.speculative import WINS_AT
 from mcp_loco.evals.runner import EvalReport
 from mcp_loco.evals.table import FORCE_NOTE, explore_table, table, tools_table, turn_table
+from mcp_loco.model.backends.speculative import WINS_AT
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 Figures = dict[str, Any]

@@ -30,8 +30,8 @@ from _common import emit, parser, session
 from run_all import machine
 
 from mcp_loco import logs
-from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.config import LlamaSettings
+from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.model.protocol import Message, render
 from mcp_loco.model.speed import DepthBench, Point, Shape, estimate_seconds
 

@@ -28,13 +28,13 @@ import numpy as np
 from _common import ROOT, default_model, emit, llama_settings, median, parser
 
 from mcp_loco import logs
+from mcp_loco.config import LlamaSettings
+from mcp_loco.explore.turns import read_prompt
+from mcp_loco.interfaces import GenerateOptions, Segment
 from mcp_loco.model.backends.llama_cpp import LIB, LlamaModel
 from mcp_loco.model.backends.speculative import WINS_AT, Drafter, DraftStats, batch_gain
-from mcp_loco.config import LlamaSettings
-from mcp_loco.interfaces import GenerateOptions, Segment
 from mcp_loco.model.protocol import Message, format_call, render
 from mcp_loco.sandbox import Toolbox
-from mcp_loco.explore.turns import read_prompt
 
 SYNTH = Path("/work/synth")
 READS = [("backends/prompt_tokens.py", "def split_markers", 16), ("backends/speculative.py", "    def draft(", 26)]

@@ -17,12 +17,12 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.config import LlamaSettings
+from mcp_loco.explore.turns import read_prompt
 from mcp_loco.interfaces import GenerateOptions
+from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.model.protocol import Message, format_call, render
 from mcp_loco.sandbox import Toolbox
-from mcp_loco.explore.turns import read_prompt
 
 ROOT = Path(__file__).resolve().parent.parent / "mcp_loco"
 OPTS = GenerateOptions(max_tokens=8, temperature=0.0)

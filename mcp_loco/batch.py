@@ -12,9 +12,9 @@ from typing import Any
 import structlog
 from tqdm import tqdm
 
-from mcp_loco.explore.agent import Explorer
 from mcp_loco.config import Settings
 from mcp_loco.errors import ConfigError, LocoError
+from mcp_loco.explore.agent import Explorer
 
 log = structlog.get_logger("mcp_loco.batch")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

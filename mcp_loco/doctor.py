@@ -165,10 +165,10 @@ def fixes(points: Sequence[Point], settings: Settings, shape: Shape, limit: floa
 
 def run_bench(settings: Settings) -> int:
     """Measure prefill and decode at a few depths (~30 s) and estimate a typical exploration's seconds."""
+    from mcp_loco.explore.turns import Turns
     from mcp_loco.model.backends.llama_cpp import LlamaModel
     from mcp_loco.model.backends.speculative import WINS_AT
     from mcp_loco.model.protocol import render
-    from mcp_loco.explore.turns import Turns
 
     if settings.model.backend != "llama":
         print(f"bench: FAILED - measures the llama backend, not {settings.model.backend}")

@@ -14,10 +14,10 @@ import threading
 import structlog
 
 from mcp_loco import cli
-from mcp_loco.serve import server
-from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.interfaces import Completion, GenerateOptions, Prompt
+from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.model.protocol import format_call
+from mcp_loco.serve import server
 
 log = structlog.get_logger("slow_serve")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from server_helpers import BIN
 
-from mcp_loco.model.backends.speculative import WINS_AT
 from mcp_loco.config import LlamaSettings, Settings
 from mcp_loco.doctor import CLIENT_LIMIT_S, GPU_HINT, exploration_shape, fixes
 from mcp_loco.errors import BackendError
+from mcp_loco.model.backends.speculative import WINS_AT
 from mcp_loco.model.speed import DepthBench, Point, Shape, estimate_seconds, repeat_state
 
 

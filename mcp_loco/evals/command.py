@@ -8,12 +8,12 @@ from pathlib import Path
 
 import structlog
 
-from mcp_loco.model.backends import load_backend
 from mcp_loco.config import Settings
 from mcp_loco.errors import ConfigError
 from mcp_loco.evals.runner import ABLATION, default_root, default_variant, run_eval
 from mcp_loco.evals.samples import Question, TurnSample, load_questions, load_turn_samples
 from mcp_loco.evals.table import render_report
+from mcp_loco.model.backends import load_backend
 
 log = structlog.get_logger("mcp_loco.evals")
 

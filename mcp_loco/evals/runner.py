@@ -12,8 +12,6 @@ from pydantic import BaseModel, Field
 
 import mcp_loco
 from mcp_loco import __version__
-from mcp_loco.explore.agent import Explorer
-from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.config import Settings
 from mcp_loco.errors import LocoError
 from mcp_loco.evals.metrics import (
@@ -27,10 +25,12 @@ from mcp_loco.evals.metrics import (
     score_turn,
 )
 from mcp_loco.evals.samples import Question, TurnSample
+from mcp_loco.explore.agent import Explorer
+from mcp_loco.explore.turns import Turns
 from mcp_loco.interfaces import ChatModel, Completion, GenerateOptions, Message
+from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.model.protocol import ToolCall, parse_turn, render
 from mcp_loco.sandbox import Toolbox
-from mcp_loco.explore.turns import Turns
 
 Say = Callable[[str], None]
 

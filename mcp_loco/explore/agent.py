@@ -16,6 +16,10 @@ import structlog
 from mcp_loco.config import Settings
 from mcp_loco.errors import Cancelled, LocoError
 from mcp_loco.explore.escalation import fallback_for
+from mcp_loco.explore.quotes import check_quotes
+from mcp_loco.explore.report import ExploreResult, StopReason, cap_report, check_report
+from mcp_loco.explore.transcript import Transcript
+from mcp_loco.explore.turns import BUDGET_WORDS, FINAL_NUDGE, REPORT_SHARE, Progress, ProgressFn, Run, Turns, heartbeat
 from mcp_loco.interfaces import (
     ChatModel,
     Completion,
@@ -28,11 +32,7 @@ from mcp_loco.interfaces import (
     ToolResult,
 )
 from mcp_loco.model.protocol import MalformedCall, ToolCall, parse_turn, render
-from mcp_loco.explore.quotes import check_quotes
-from mcp_loco.explore.report import ExploreResult, StopReason, cap_report, check_report
 from mcp_loco.sandbox import Toolbox, path_oracle
-from mcp_loco.explore.transcript import Transcript
-from mcp_loco.explore.turns import BUDGET_WORDS, FINAL_NUDGE, REPORT_SHARE, Progress, ProgressFn, Run, Turns, heartbeat
 
 log = structlog.get_logger("mcp_loco.explore.agent")
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from mcp_loco.config import ModelSettings, Settings, configs_dir
 from mcp_loco.errors import Cancelled, ConfigError
-from mcp_loco.model.grammar import tool_call_grammar
+from mcp_loco.explore.report import ExploreResult, StopReason, ToolCallRecord
+from mcp_loco.explore.transcript import Transcript
 from mcp_loco.interfaces import (
     ChatModel,
     GenerateOptions,
@@ -30,10 +31,9 @@ from mcp_loco.interfaces import (
     Tools,
     Usage,
 )
+from mcp_loco.model.grammar import tool_call_grammar
 from mcp_loco.model.protocol import MalformedCall, ToolCall, render
-from mcp_loco.explore.report import ExploreResult, StopReason, ToolCallRecord
 from mcp_loco.sandbox.registry import describe_call, schemas, short_json
-from mcp_loco.explore.transcript import Transcript
 
 MIN_RESULT_ROOM = 256
 """Below this many free tokens another tool turn cannot bring anything in: the context budget is spent."""

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp_loco.model.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from mcp_loco.interfaces import Message as Message  # the prompt format speaks of messages too
 from mcp_loco.interfaces import Role, Segment
+from mcp_loco.model.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"

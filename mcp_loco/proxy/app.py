@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from mcp_loco.config import Settings
 from mcp_loco.errors import LocoError
+from mcp_loco.explore.turns import sampling
 from mcp_loco.interfaces import ChatModel, GenerateOptions
 from mcp_loco.proxy.convert import LocalPrompt, TurnMemory, local_tools, to_prompt, to_reply, usage
 from mcp_loco.proxy.grammars import Grammars
@@ -33,7 +34,6 @@ from mcp_loco.proxy.wire import (
     parse_json,
     validate_request,
 )
-from mcp_loco.explore.turns import sampling
 
 log = structlog.get_logger("mcp_loco.proxy")
 Endpoint = Callable[[Request], Awaitable[Response]]

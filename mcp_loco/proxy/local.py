@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from mcp_loco.model.backends.openai_compat import conversation_key
 from mcp_loco.interfaces import ChatModel, Completion, GenerateOptions, Prompt
+from mcp_loco.model.backends.openai_compat import conversation_key
 
 log = structlog.get_logger("mcp_loco.proxy.local")
 

@@ -70,8 +70,8 @@ def claude_code(
         print(line)
         return 0
     if url:
-        from mcp_loco.serve.auth import load_token
         from mcp_loco.config import ServerSettings
+        from mcp_loco.serve.auth import load_token
 
         token = load_token(ServerSettings(token_file=token_file)) if token_file else None
         command = claude_code_http_command(name, scope, url, token)

@@ -21,15 +21,15 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from mcp_loco import __version__
-from mcp_loco.explore.agent import Explorer, Progress
-from mcp_loco.serve.auth import stream_watch
 from mcp_loco.config import Settings
 from mcp_loco.errors import Cancelled, LocoError, RootError
-from mcp_loco.interfaces import ChatModel, is_within
+from mcp_loco.explore.agent import Explorer, Progress
 from mcp_loco.explore.payload import Answer, Detail, answer
 from mcp_loco.explore.report import ExploreResult
+from mcp_loco.interfaces import ChatModel, is_within
 from mcp_loco.sandbox import Toolbox
 from mcp_loco.sandbox.paths import Root
+from mcp_loco.serve.auth import stream_watch
 
 log = structlog.get_logger("mcp_loco.serve.server")
 

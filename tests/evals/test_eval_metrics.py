@@ -17,9 +17,9 @@ from mcp_loco.evals.metrics import (
 )
 from mcp_loco.evals.runner import EvalReport
 from mcp_loco.evals.table import explore_table
+from mcp_loco.explore.report import Citation, ExploreResult, Quote
 from mcp_loco.interfaces import Usage
 from mcp_loco.model.protocol import ToolCall, format_call, parse_turn
-from mcp_loco.explore.report import Citation, ExploreResult, Quote
 
 READ = format_call("Read", {"file_path": "/r/a.py"})
 GREP = format_call("Grep", {"pattern": "def main", "path": "/r"})

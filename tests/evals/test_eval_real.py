@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.config import Settings
 from mcp_loco.evals.runner import ABLATION, default_root, run_eval
 from mcp_loco.evals.samples import load_questions, load_turn_samples
+from mcp_loco.model.backends.llama_cpp import LlamaModel
 
 pytestmark = [pytest.mark.model]
 

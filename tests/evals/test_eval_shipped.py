@@ -11,8 +11,8 @@ from mcp_loco.config import configs_dir
 from mcp_loco.evals.calls import judge_turn
 from mcp_loco.evals.runner import default_root
 from mcp_loco.evals.samples import QUESTIONS_FILE, TURNS_FILE, load_questions, load_turn_samples
-from mcp_loco.model.protocol import ToolCall, parse_turn
 from mcp_loco.explore.report import find_citations
+from mcp_loco.model.protocol import ToolCall, parse_turn
 from mcp_loco.sandbox import Toolbox
 
 ROOT = str(default_root())

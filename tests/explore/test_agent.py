@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from mcp_loco.explore.agent import Explorer, Progress
-from mcp_loco.model.backends.function import FunctionFallback
-from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.config import Settings
 from mcp_loco.errors import Cancelled, LocoError
-from mcp_loco.interfaces import Segment
-from mcp_loco.model.protocol import Message, format_call
+from mcp_loco.explore.agent import Explorer, Progress
 from mcp_loco.explore.turns import fit_results
+from mcp_loco.interfaces import Segment
+from mcp_loco.model.backends.function import FunctionFallback
+from mcp_loco.model.backends.replay import ReplayModel
+from mcp_loco.model.protocol import Message, format_call
 
 CANARY = "CANARY-OUTSIDE-7f3a"
 SECRET = "sk-live-SECRET-DO-NOT-LEAK"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from trees import fixed_copy
 
+from mcp_loco.config import Settings
 from mcp_loco.explore.agent import Explorer
 from mcp_loco.model.backends.llama_cpp import LlamaModel
-from mcp_loco.config import Settings
 from mcp_loco.model.protocol import MalformedCall, ToolCall, parse_turn
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mcp_loco.model.backends.function import estimate_tokens
 from mcp_loco.explore.payload import answer, bound, model_reads
 from mcp_loco.explore.report import Citation, ExploreResult
+from mcp_loco.model.backends.function import estimate_tokens
 from mcp_loco.serve.server import DESCRIPTION
 
 ROOT = "/work/repo"

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_loco.explore.agent import Explorer
-from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.config import Settings
-from mcp_loco.model.protocol import format_call
+from mcp_loco.explore.agent import Explorer
 from mcp_loco.explore.quotes import check_quotes
 from mcp_loco.explore.report import ExploreResult
+from mcp_loco.model.backends.replay import ReplayModel
+from mcp_loco.model.protocol import format_call
 from mcp_loco.sandbox import Oracle, Toolbox, path_oracle
 from mcp_loco.sandbox import oracle as oracle_module
 

@@ -11,9 +11,9 @@ import pytest
 from huggingface_hub import errors as hf_errors
 
 from mcp_loco import cli
-from mcp_loco.model import modelfiles
 from mcp_loco.config import ModelSettings, Settings
 from mcp_loco.errors import ConfigError, ModelNotFoundError
+from mcp_loco.model import modelfiles
 
 REPO = "SimplySara/LocoOperator-4B-i1-GGUF"
 FILES = {

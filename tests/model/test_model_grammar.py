@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mcp_loco.model.grammar import GrammarError, generic_tool_call_grammar, tool_call_grammar, validate_grammar
 from mcp_loco.interfaces import GenerateOptions
+from mcp_loco.model.grammar import GrammarError, generic_tool_call_grammar, tool_call_grammar, validate_grammar
 from mcp_loco.model.protocol import Message, ToolCall, parse_turn, render
 
 BAD_GRAMMARS = {

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from mcp_loco.model.backends.openai_compat import OpenAICompatModel, conversation_key, neutralise, wire_text
 from mcp_loco.config import HttpSettings
 from mcp_loco.errors import BackendError, Cancelled, ConfigError
-from mcp_loco.model.grammar import tool_call_grammar
 from mcp_loco.interfaces import GenerateOptions, Segment
+from mcp_loco.model.backends.openai_compat import OpenAICompatModel, conversation_key, neutralise, wire_text
+from mcp_loco.model.grammar import tool_call_grammar
 from mcp_loco.model.protocol import IM_END, Message, ToolCall, parse_turn, render
 
 GREEDY = GenerateOptions(max_tokens=24, temperature=0.0)

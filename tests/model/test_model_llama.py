@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.config import LlamaSettings
 from mcp_loco.errors import BackendError, Cancelled, ModelError, ModelNotFoundError
 from mcp_loco.interfaces import GenerateOptions, Segment
+from mcp_loco.model.backends.llama_cpp import LlamaModel
 from mcp_loco.model.protocol import IM_END, IM_START, Message, render
 
 pytestmark = pytest.mark.model

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from trees import fixed_copy
 
+from mcp_loco.config import Settings
 from mcp_loco.explore.agent import Explorer
 from mcp_loco.model.backends.llama_cpp import LlamaModel
-from mcp_loco.config import Settings
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

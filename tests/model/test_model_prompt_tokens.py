@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from mcp_loco.interfaces import Segment
 from mcp_loco.model.backends.prompt_tokens import PromptTokens, added_markers, split_markers
 from mcp_loco.model.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from mcp_loco.interfaces import Segment
 from mcp_loco.model.protocol import RESPONSE_CLOSE, RESPONSE_OPEN, Message, format_call, render
 
 pytestmark = pytest.mark.model

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_loco.model import protocol
 from mcp_loco.interfaces import Segment
+from mcp_loco.model import protocol
 from mcp_loco.model.protocol import (
     IM_END,
     IM_START,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from test_model_llama import run_and_cancel
 
-from mcp_loco.model.backends.llama_cpp import LIB, LlamaModel
 from mcp_loco.config import LlamaSettings
 from mcp_loco.errors import BackendError
 from mcp_loco.interfaces import GenerateOptions
+from mcp_loco.model.backends.llama_cpp import LIB, LlamaModel
 from mcp_loco.model.protocol import Message, ToolCall, parse_turn, render
 
 pytestmark = pytest.mark.model

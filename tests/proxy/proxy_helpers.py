@@ -17,9 +17,9 @@ import anthropic
 import uvicorn
 from starlette.applications import Starlette
 
-from mcp_loco.model.backends.replay import estimate_tokens
 from mcp_loco.config import ModelSettings, ProxySettings, Settings
 from mcp_loco.interfaces import Completion, GenerateOptions, Prompt, Usage
+from mcp_loco.model.backends.replay import estimate_tokens
 from mcp_loco.model.protocol import format_call, prompt_text
 
 HAIKU = "claude-haiku-4-5-20251001"

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from mcp_loco.model.grammar import validate_grammar
 from mcp_loco.interfaces import Completion, Usage
+from mcp_loco.model.grammar import validate_grammar
 from mcp_loco.model.protocol import format_call, prompt_text
 from mcp_loco.proxy.convert import TurnMemory, system_prompt, to_prompt, to_reply
 from mcp_loco.proxy.grammars import Grammars, grammar_for

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from proxy_helpers import HAIKU
 
-from mcp_loco.model.backends.openai_compat import OpenAICompatModel
-from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.config import HttpSettings
 from mcp_loco.interfaces import ChatModel
+from mcp_loco.model.backends.openai_compat import OpenAICompatModel
+from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.proxy.convert import TurnMemory, to_prompt
 from mcp_loco.proxy.local import LocalModels
 from mcp_loco.proxy.wire import MessagesRequest

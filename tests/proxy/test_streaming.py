@@ -10,9 +10,9 @@ import httpx
 import pytest
 from proxy_helpers import HAIKU, sdk
 
-from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.errors import Cancelled
 from mcp_loco.interfaces import Completion, GenerateOptions, Prompt, Usage
+from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.model.protocol import format_call
 
 READ = {

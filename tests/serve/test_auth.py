@@ -17,9 +17,9 @@ from mcp.client.streamable_http import streamable_http_client
 from server_helpers import BIN, free_port
 from serving_helpers import ACCEPT, INIT, SLOW_SERVE, TOKEN, bearer, call_args, rpc, slow_env, slow_server
 
-from mcp_loco.serve.auth import check_exposure, is_loopback, load_token
 from mcp_loco.config import ServerSettings
 from mcp_loco.errors import ConfigError
+from mcp_loco.serve.auth import check_exposure, is_loopback, load_token
 
 CLAUDE = Path(__file__).parents[1] / "clients/node_modules/.bin/claude"
 

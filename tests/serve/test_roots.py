@@ -10,10 +10,10 @@ from mcp import Client
 from mcp_types import CallToolResult
 from trees import write_tree
 
-from mcp_loco.explore.agent import Explorer
-from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.config import Settings
 from mcp_loco.errors import LocoError, RootError
+from mcp_loco.explore.agent import Explorer
+from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.model.protocol import format_call
 from mcp_loco.sandbox import Toolbox
 from mcp_loco.serve.server import ModelPool, build_server

@@ -12,10 +12,10 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult
 
-from mcp_loco.model.backends.function import FunctionModel, Request
-from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.config import Settings
 from mcp_loco.interfaces import ChatModel
+from mcp_loco.model.backends.function import FunctionModel, Request
+from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.model.protocol import format_call
 from mcp_loco.serve.server import ModelPool, build_server
 

@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from mcp_loco.config import LlamaSettings
+from mcp_loco.errors import BackendError, Cancelled, ModelNotFoundError
+from mcp_loco.interfaces import Completion, FinishReason, GenerateOptions, Prompt, Usage
 from mcp_loco.model.backends import byte_preview
 from mcp_loco.model.backends.llama_load import LIB, load_llama
 from mcp_loco.model.backends.prompt_tokens import PromptTokens, added_markers
 from mcp_loco.model.backends.sampling import DEAD_END, Sampler
 from mcp_loco.model.backends.speculative import WINS_AT, Drafter, DraftStats, batch_gain, unnumbered
-from mcp_loco.config import LlamaSettings
-from mcp_loco.errors import BackendError, Cancelled, ModelNotFoundError
 from mcp_loco.model.grammar import TOOL_CALL_OPEN, generic_tool_call_grammar, validate_grammar
-from mcp_loco.interfaces import Completion, FinishReason, GenerateOptions, Prompt, Usage
 
 log = structlog.get_logger("mcp_loco.model.backends.llama_cpp")
 

@@ -33,8 +33,8 @@ import structlog
 
 from mcp_loco.config import HttpSettings
 from mcp_loco.errors import BackendError, Cancelled, ConfigError
-from mcp_loco.model.grammar import TOOL_CALL_OPEN, generic_tool_call_grammar, validate_grammar
 from mcp_loco.interfaces import Completion, FinishReason, GenerateOptions, Prompt, Segment, Usage
+from mcp_loco.model.grammar import TOOL_CALL_OPEN, generic_tool_call_grammar, validate_grammar
 
 log = structlog.get_logger("mcp_loco.model.backends.openai_compat")
 

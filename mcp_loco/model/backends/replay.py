@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from mcp_loco.model.backends.function import FunctionModel, Request, estimate_tokens
 from mcp_loco.errors import BackendError, ConfigError
+from mcp_loco.model.backends.function import FunctionModel, Request, estimate_tokens
 
 __all__ = ["ReplayModel", "estimate_tokens", "load_turns"]
 
