@@ -57,7 +57,7 @@ def test_install_keeps_other_settings_with_a_backup_and_user_scope_goes_home(tmp
         "ANTHROPIC_BASE_URL": "http://127.0.0.1:9999",
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": "claude-haiku-4-5-20251001",
     }
-    assert list(settings.parent.glob("settings.local.json.*.bak"))
+    assert list(settings.parent.glob("settings.local.json.bak-*"))
     home = tmp_path / "home"
     assert mcp_loco("install", "claude-code", "--proxy", "--scope", "user", cwd=tmp_path, home=home).returncode == 0
     assert (
