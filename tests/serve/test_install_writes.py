@@ -15,7 +15,7 @@ import pytest
 from server_helpers import BIN
 
 from mcp_loco.errors import ConfigError
-from mcp_loco.serve import install
+from mcp_loco.serve import configfile, install
 from mcp_loco.serve.configfile import read_config_text, replace_config
 
 ORIGINAL = {
@@ -290,6 +290,43 @@ def test_concurrent_cli_installs_all_land(tmp_path: Path) -> None:
         _, err = r.communicate(timeout=120)
         assert r.returncode == 0, err
     assert set(json.loads(cfg.read_text())["mcpServers"]) == set(names)
+
+
+HOLDER = """
+import sys
+from pathlib import Path
+from mcp_loco.serve.configfile import config_lock
+with config_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_an_install_waits_for_another_and_says_so_when_it_does_not_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "claude_desktop_config.json"
+    raw = write_original(cfg, 0o600)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        monkeypatch.setattr(configfile, "LOCK_WAIT_S", 0.3)
+        with pytest.raises(ConfigError, match="another install has been changing it"):
+            install.claude_desktop("loco", None, cfg, [])
+        assert cfg.read_bytes() == raw
+        holder.communicate("\n", timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cfg.name]  # the holder took its lock file away
+    # A lock file left by a killed install holds no lock: the next one goes ahead and removes it.
+    (tmp_path / f".{cfg.name}.lock").write_text("")
+    install.claude_desktop("loco", None, cfg, [])
+    assert "loco" in json.loads(cfg.read_text())["mcpServers"]
+    assert not (tmp_path / f".{cfg.name}.lock").exists()
 
 
 # ---- the writer itself, as other client targets (TOML, JSON) use it ----------------------------------
