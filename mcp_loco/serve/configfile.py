@@ -119,8 +119,8 @@ def _acquire(lock: Path, path: Path) -> int:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise ConfigError(
-                            f"{path}: another install has been changing it for {LOCK_WAIT_S:.0f} s; let it finish "
-                            f"(or remove {lock} if none runs), then run this again"
+                            f"{path}: another install has been changing it for {LOCK_WAIT_S:.0f} s (it holds "
+                            f"{lock}); let it finish, then run this again"
                         ) from None
                     time.sleep(0.02)
             held = os.fstat(fd)
@@ -237,11 +237,13 @@ def _sync_dir(folder: Path) -> None:
     """Flush the rename itself to disk (where the platform lets a folder be opened)."""
     if sys.platform == "win32":
         return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # The file is already in place: a filesystem that cannot sync a folder is no reason to report a failure.
+    with suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 # ---- JSON configs (Claude Desktop, Claude Code settings) ----------------------------------------------
