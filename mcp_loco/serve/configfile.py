@@ -57,7 +57,7 @@ def read_config_text(path: Path) -> str | None:
 
 
 def _check_writable(path: Path, target: Path) -> None:
-    """A ConfigError, before anything is touched, when the file is read-only or not ours to rewrite."""
+    """A ConfigError, before anything is touched, when the user has made the file read-only."""
     try:
         st = target.stat()
     except FileNotFoundError:
@@ -66,13 +66,6 @@ def _check_writable(path: Path, target: Path) -> None:
         raise ConfigError(
             f"{path} is read-only, so it was left as it is; to let install change it run "
             f"`chmod u+w {shlex.quote(str(target))}`, then run this again"
-        )
-    others = hasattr(os, "getuid") and os.getuid() != 0
-    if others and (st.st_uid != os.getuid() or st.st_gid not in (os.getgid(), *os.getgroups())):
-        # Replacing the file would hand it to us (only root may give it back): refuse rather than change its owner.
-        raise ConfigError(
-            f"{path} belongs to user {st.st_uid}, group {st.st_gid}, and rewriting it here would change "
-            "its owner; run this as that user, then run this again"
         )
 
 
@@ -143,7 +136,7 @@ def _release(lock: Path, fd: int) -> None:
     os.close(fd)
 
 
-def _backup(target: Path, st: os.stat_result) -> Path:
+def _backup(path: Path, target: Path, st: os.stat_result) -> Path:
     """Copy the file to NAME.bak-YYYYmmdd-HHMMSS-N, a name no earlier backup has, with the file's own mode."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     n = 1
@@ -156,7 +149,7 @@ def _backup(target: Path, st: os.stat_result) -> Path:
             n += 1
     try:
         with os.fdopen(fd, "wb") as out:
-            _own(out.fileno(), st)
+            _own(out.fileno(), st, path)
             out.write(target.read_bytes())
             out.flush()
             os.fsync(out.fileno())
@@ -167,11 +160,18 @@ def _backup(target: Path, st: os.stat_result) -> Path:
     return backup
 
 
-def _own(fd: int, st: os.stat_result) -> None:
-    """Give a new file the mode and owner of `st` (fchmod is not cut by the umask)."""
+def _own(fd: int, st: os.stat_result, path: Path) -> None:
+    """Give a new file the mode and owner of `st` (fchmod is not cut by the umask); refuse an owner we cannot keep."""
     os.fchmod(fd, stat.S_IMODE(st.st_mode))
     if hasattr(os, "fchown") and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
-        os.fchown(fd, st.st_uid, st.st_gid)
+        try:
+            os.fchown(fd, st.st_uid, st.st_gid)
+        except PermissionError:
+            # Replacing the file would hand it to us: refuse rather than change its owner.
+            raise ConfigError(
+                f"{path} belongs to user {st.st_uid}, group {st.st_gid}, and rewriting it here would change "
+                "its owner, so it was left as it is; run this as that user (or with sudo), then run this again"
+            ) from None
 
 
 def replace_config(path: Path, text: str, new_mode: int = NEW_FILE_MODE) -> Path | None:
@@ -182,12 +182,12 @@ def replace_config(path: Path, text: str, new_mode: int = NEW_FILE_MODE) -> Path
     target = config_target(path)
     with config_lock(path):
         try:
-            return _replace(target, text.encode("utf-8"), new_mode)
+            return _replace(path, target, text.encode("utf-8"), new_mode)
         except OSError as e:
             raise _cannot_write(path, target, e) from None
 
 
-def _replace(target: Path, data: bytes, new_mode: int) -> Path | None:
+def _replace(path: Path, target: Path, data: bytes, new_mode: int) -> Path | None:
     """Back up, write a temp file beside the target with its final mode, fsync, rename over (lock held)."""
     try:
         st: os.stat_result | None = target.stat()
@@ -195,12 +195,12 @@ def _replace(target: Path, data: bytes, new_mode: int) -> Path | None:
         st = None
     if st is not None and target.read_bytes() == data:
         return None
-    backup = _backup(target, st) if st is not None else None
+    backup = _backup(path, target, st) if st is not None else None
     fd, tmp = _temp_beside(target)
     try:
         with os.fdopen(fd, "wb") as out:
             if st is not None:
-                _own(out.fileno(), st)
+                _own(out.fileno(), st, path)
             else:
                 os.fchmod(out.fileno(), new_mode)
             out.write(data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -193,6 +194,40 @@ def test_the_owner_is_kept(tmp_path: Path, kind: str) -> None:
     assert target.installed()
     for path in target.config.parent.iterdir():  # the file and its backup
         assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
+
+
+# Root without its capabilities: like any user, it may not give a file away nor write another's read-only file.
+NO_CAPS = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+@pytest.mark.parametrize(
+    ("kind", "mode", "needle"),
+    [
+        ("desktop-config-path", 0o666, "belongs to user 65534"),
+        ("proxy-user", 0o664, "belongs to user 65534"),
+        ("proxy-local", 0o444, "chmod u+w"),
+    ],
+)
+def test_a_file_of_another_user_is_refused_and_left_alone(tmp_path: Path, kind: str, mode: int, needle: str) -> None:
+    target = make_target(kind, tmp_path)
+    write_original(target.config, mode)
+    os.chown(target.config, 65534, 65534)
+    before = listing(target.config.parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_LOCO_")}
+    env.update(HOME=str(target.home), XDG_CONFIG_HOME=str(target.home / ".config"))
+    done = subprocess.run(
+        [*NO_CAPS, str(BIN), "install", *target.args],
+        cwd=target.cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert needle in done.stderr and str(target.config) in done.stderr and "Traceback" not in done.stderr
+    assert listing(target.config.parent) == before
+    assert (target.config.stat().st_uid, stat.S_IMODE(target.config.stat().st_mode)) == (65534, mode)
 
 
 def test_installs_in_the_same_second_keep_every_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
