@@ -35,11 +35,17 @@ class Target:
     cwd: Path
     home: Path
 
-    def run(self) -> subprocess.CompletedProcess[str]:
+    def run(self, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_LOCO_")}
         env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"))
+        command = f'umask {umask:03o} && exec "$@"'
         return subprocess.run(
-            [str(BIN), "install", *self.args], cwd=self.cwd, env=env, capture_output=True, text=True, timeout=120
+            ["sh", "-c", command, "sh", str(BIN), "install", *self.args],
+            cwd=self.cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     def installed(self) -> bool:
@@ -105,7 +111,7 @@ def test_the_file_and_its_backup_keep_their_mode(tmp_path: Path, kind: str, mode
 @pytest.mark.parametrize("kind", TARGETS)
 def test_a_new_file_is_private_from_the_start(tmp_path: Path, kind: str) -> None:
     target = make_target(kind, tmp_path)
-    done = target.run()
+    done = target.run(umask=0o000)  # even a user who lets everyone write their new files
     assert done.returncode == 0, done.stderr
     assert target.installed()
     assert stat.S_IMODE(target.config.stat().st_mode) == 0o600
@@ -240,12 +246,20 @@ def test_installs_in_the_same_second_keep_every_backup(tmp_path: Path, monkeypat
     }
     for squatter in squatters:
         squatter.write_bytes(b"an earlier backup")
+    # A link planted at a backup's name is not followed: the file it points to is not overwritten.
+    victim = tmp_path / "elsewhere/victim"
+    victim.parent.mkdir()
+    victim.write_bytes(b"not yours")
+    planted = cfg.with_name(f"{cfg.name}.bak-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-2")
+    planted.symlink_to(victim)
+    squatters.add(planted)
     for i in range(5):
         install.claude_desktop("loco", [str(tmp_path / f"root{i}")], cfg, [])
         versions.append(cfg.read_bytes())
-    backups = [p for p in tmp_path.iterdir() if p != cfg and p not in squatters]
+    backups = [p for p in tmp_path.iterdir() if p.is_file() and p != cfg and p not in squatters]
     assert sorted(b.read_bytes() for b in backups) == sorted(versions[:-1])
-    assert all(s.read_bytes() == b"an earlier backup" for s in squatters)
+    assert all(s.read_bytes() == b"an earlier backup" for s in squatters - {planted})
+    assert victim.read_bytes() == b"not yours" and planted.is_symlink()
     assert all(stat.S_IMODE(b.stat().st_mode) == 0o600 for b in backups)
     # The same for Claude Code's settings.
     monkeypatch.chdir(tmp_path)
