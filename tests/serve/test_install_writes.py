@@ -321,26 +321,6 @@ def test_two_processes_at_once_lose_no_entry_and_no_backup(tmp_path: Path) -> No
     assert sizes == list(range(1, 2 * count))
 
 
-def test_concurrent_cli_installs_all_land(tmp_path: Path) -> None:
-    cfg = tmp_path / "claude_desktop_config.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_LOCO_")}
-    names = ["n0", "n1", "n2"]
-    runs = [
-        subprocess.Popen(
-            [str(BIN), "install", "claude-desktop", "--config-path", str(cfg), "--name", name],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name in names
-    ]
-    for r in runs:
-        _, err = r.communicate(timeout=120)
-        assert r.returncode == 0, err
-    assert set(json.loads(cfg.read_text())["mcpServers"]) == set(names)
-
-
 HOLDER = """
 import sys
 from pathlib import Path
