@@ -1,4 +1,8 @@
-"""Change a client's config file and lose nothing: its mode, owner, symlinks, backups and other writers' entries."""
+"""Change a client's config file and lose nothing: its mode, owner, symlinks, backups and other writers' entries.
+
+Every install target goes through here: hold `config_lock(path)` from `read_config_text` to `replace_config`
+so that a concurrent install's change is not lost between the read and the write.
+"""
 
 from __future__ import annotations
 
