@@ -132,7 +132,7 @@ def test_install_claude_desktop_keeps_other_entries_and_a_backup(tmp_path: Path)
     data = json.loads(cfg.read_text())
     assert data["theme"] == "dark" and data["mcpServers"]["other"] == {"command": "x", "args": []}
     assert data["mcpServers"]["loco"] == {"command": str(BIN), "args": ["serve", "--root", str(tmp_path)], "env": {}}
-    backups = list(cfg.parent.glob("claude_desktop_config.json.*.bak"))
+    backups = list(cfg.parent.glob("claude_desktop_config.json.bak-*"))
     assert len(backups) == 1 and json.loads(backups[0].read_text()) == original
     # Running it again replaces our entry, still keeping the others.
     assert mcp_loco("install", "claude-desktop", "--config-path", str(cfg), "--name", "loco").returncode == 0
