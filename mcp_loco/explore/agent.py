@@ -83,7 +83,7 @@ class Explorer:
             root=tools.root,
             question=question,
             tools=tools,
-            oracle=path_oracle(tools),
+            oracle=path_oracle(tools, until=now + budget_s),
             depth=0,
             max_turns=max_turns or agent.max_turns,
             stop=StopSignal(cancel, now + budget_s - reserve),
@@ -260,8 +260,9 @@ class Explorer:
 
     def _result(self, run: Run, report: str, reason: StopReason, escalated: bool) -> ExploreResult:
         # Quotes first: a corrected line range is then checked (and counted) as the citation it now is.
-        quoted, quotes = check_quotes(report, run.root, run.seen, run.oracle.text)
-        marked, citations = check_report(quoted, run.root, run.oracle, run.seen)
+        # Both checks stop at the call's deadline; what they could not reach is marked unchecked.
+        quoted, quotes = check_quotes(report, run.root, run.seen, run.oracle.text, run.hard_deadline)
+        marked, citations = check_report(quoted, run.root, run.oracle, run.seen, run.hard_deadline)
         result = ExploreResult(
             report=cap_report(marked, self.settings.agent.report_max_tokens, self.turns.count),
             citations=citations,
