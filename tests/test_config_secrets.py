@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from server_helpers import BIN
 
-from mcp_loco.config import SECTIONS, Settings, is_secret, render_toml
+from mcp_loco import config
+from mcp_loco.config import SECTIONS, Settings, render_toml
 
 SECRETS = {
     "http.api_key": "sk-http-SECRET-1f2e",
@@ -67,4 +68,4 @@ def test_every_secret_looking_setting_is_marked_secret(section: str) -> None:
     """A new `*_key`, `*token*`, `*password*` setting must carry the SECRET marker (or be a SecretStr)."""
     for key, field in SECTIONS[section].model_fields.items():
         if SECRETISH.search(key) and not key.endswith(("_file", "_param", "_tokens")):
-            assert is_secret(field), f"{section}.{key} looks secret but would be printed in clear"
+            assert config.is_secret(field), f"{section}.{key} looks secret but would be printed in clear"
