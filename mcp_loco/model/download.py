@@ -145,7 +145,23 @@ def _open_partial(partial: Path) -> int:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise ModelError(f"{partial} is not a regular file; remove it and run the same command again")
+    if not _lock(fd):  # two writers appending to one partial file would corrupt it
+        os.close(fd)
+        raise ModelError(f"another download is writing {partial}; wait for it to finish, or stop it")
     return fd
+
+
+def _lock(fd: int) -> bool:
+    """Hold an exclusive lock on the partial file for this download (released when it is closed)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, the hash check still catches a mix-up
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 class _Hasher:

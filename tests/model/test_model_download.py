@@ -120,6 +120,19 @@ def test_a_partial_file_the_project_does_not_own_is_refused(tmp_path: Path, hub:
     assert victim.read_text() == "keep me\n" and not (tmp_path / NAME).exists()
 
 
+def test_a_second_download_of_the_same_file_waits_its_turn(tmp_path: Path, hub: HubState) -> None:
+    import fcntl
+
+    partial = interrupted(hub, tmp_path)
+    have = partial.stat().st_size
+    with partial.open("rb") as other:  # another process is downloading it
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(ModelError, match=r"another download is writing .*\.partial"):
+            modelfiles.pull(REPO, "i1-Q4_K_M", tmp_path)
+        assert partial.stat().st_size == have
+    assert modelfiles.pull(REPO, "i1-Q4_K_M", tmp_path).read_bytes() == DATA
+
+
 def test_a_full_disk_keeps_the_partial_file_and_says_so(
     tmp_path: Path, hub: HubState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
