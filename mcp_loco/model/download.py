@@ -196,15 +196,16 @@ def _hash_existing(fd: int, size: int, hasher: _Hasher) -> None:
         at += len(data)
 
 
-def _write_all(fd: int, data: bytes, partial: Path, have: int, total: int) -> None:
+def _write_all(fd: int, data: bytes, partial: Path, total: int) -> None:
     view = memoryview(data)
     while view:
         try:
             n = _write(fd, view)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                kept = os.fstat(fd).st_size
                 raise ModelError(
-                    f"the disk is full: {have:,} of {total:,} bytes of {partial.name} are kept in {partial}; "
+                    f"the disk is full: {kept:,} of {total:,} bytes of {partial.name} are kept in {partial}; "
                     "free some space and run the same command again to resume"
                 ) from None
             raise ModelError(f"cannot write {partial}: {e.strerror}") from None
@@ -231,16 +232,16 @@ def fetch(remote: RemoteFile, target: Path, http: httpx.Client, hint: str) -> Pa
             if have < remote.size:
                 _receive(remote, fd, partial, have, hasher, http, hint)
             size = os.fstat(fd).st_size
+            if size < remote.size:  # the server ended the answer early without an error: resumable as it is
+                raise ModelNotFoundError(
+                    f"download of {remote.repo}/{remote.name} stopped at {size:,} of {remote.size:,} bytes; they are "
+                    f"kept in {partial}: run the same command again to resume, or {hint}"
+                )
+            if size == remote.size and hasher.matches():
+                partial.replace(target)  # while the lock is held
+                return target
         finally:
             os.close(fd)
-        if size < remote.size:  # the server ended the answer early without an error: resumable as it is
-            raise ModelNotFoundError(
-                f"download of {remote.repo}/{remote.name} stopped at {size:,} of {remote.size:,} bytes; they are kept "
-                f"in {partial}: run the same command again to resume, or {hint}"
-            )
-        if size == remote.size and hasher.matches():
-            partial.replace(target)
-            return target
         partial.unlink(missing_ok=True)
         log.warning(
             "download.corrupt",
@@ -285,7 +286,7 @@ def _receive(
                 dynamic_ncols=True,
             ) as bar:
                 for data in _chunks(response):
-                    _write_all(fd, data, partial, have, remote.size)
+                    _write_all(fd, data, partial, remote.size)
                     hasher.update(data)
                     have += len(data)
                     bar.update(len(data))

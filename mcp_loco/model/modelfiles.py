@@ -24,6 +24,7 @@ import structlog
 
 from mcp_loco.config import ModelSettings
 from mcp_loco.errors import ModelError, ModelNotFoundError
+from mcp_loco.model import download
 
 log = structlog.get_logger("mcp_loco.model.modelfiles")
 
@@ -286,8 +287,6 @@ def locate(model: ModelSettings, hub: Hub | None = None) -> Located:
 
 def pull(repo: str, quant: str, dest: Path, filename: str | None = None, *, http: httpx.Client | None = None) -> Path:
     """Download the GGUF for `quant` (or `filename`) from `repo` into `dest`; resumes an interrupted download."""
-    from mcp_loco.model import download
-
     if filename and (dest / filename).is_file():
         log.info("modelfiles.present", path=str(dest / filename))
         return dest / filename  # present: nothing to ask the Hub

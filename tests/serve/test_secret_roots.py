@@ -188,3 +188,20 @@ def test_explore_and_tool_refuse_a_directory_below_or_linked_to_a_secret_one(
     assert done.returncode != 0 and "secret directory" in done.stderr + done.stdout, done.stderr
     assert SECRET not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["{home}/.ssh", "{home}/.ssh/", "{home}/proj/../.ssh", "~/.ssh", "~/.SSH", "{home}/.ssh/keys", "{home}/.aws/."],
+)
+def test_every_spelling_of_a_secret_root_is_refused(home: Path, spelling: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_loco.config import Settings
+    from mcp_loco.serve.server import refused_roots, resolve_roots
+
+    monkeypatch.setenv("HOME", str(home))
+    (home / ".SSH").mkdir(exist_ok=True)  # a case-insensitive file system's view, made explicit
+    s = Settings()
+    s.server.roots = [spelling.format(home=home), str(home / "proj")]
+    assert resolve_roots(s) == [(home / "proj").resolve()]
+    (why,) = refused_roots(s).values()
+    assert "secret directory" in why and "deny-list pattern" in why
