@@ -358,11 +358,19 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _secret_key(loc: tuple[int | str, ...]) -> bool:
+    """True when an error's location is a secret setting (its value is never repeated in the message)."""
+    section = SECTIONS.get(str(loc[0])) if loc else None
+    field = section.model_fields.get(str(loc[1])) if section and len(loc) > 1 else None
+    return field is not None and is_secret(field)
+
+
 def _format_validation(e: ValidationError, where: str) -> str:
     lines = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"])
-        lines.append(f"{key}: {err['msg']} (got {err.get('input')!r}, from {where})")
+        got = "***" if _secret_key(err["loc"]) else repr(err.get("input"))
+        lines.append(f"{key}: {err['msg']} (got {got}, from {where})")
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 

@@ -69,3 +69,19 @@ def test_every_secret_looking_setting_is_marked_secret(section: str) -> None:
     for key, field in SECTIONS[section].model_fields.items():
         if SECRETISH.search(key) and not key.endswith(("_file", "_param", "_tokens")):
             assert config.is_secret(field), f"{section}.{key} looks secret but would be printed in clear"
+
+
+@pytest.mark.parametrize("dotted", list(SECRETS))
+@pytest.mark.parametrize("bad", ['["sk-in-a-list-SECRET-4d4d"]', '{"k": "sk-in-a-table-SECRET-5e5e"}'])
+def test_an_invalid_secret_is_not_repeated_in_the_error(dotted: str, bad: str) -> None:
+    section, key = dotted.split(".")
+    done = subprocess.run(
+        [str(BIN), "config", "--set", f"{dotted}={bad}"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and f"{section}.{key}" in done.stderr, done.stderr
+    assert "SECRET" not in done.stdout + done.stderr and "Traceback" not in done.stderr
