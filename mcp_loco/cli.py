@@ -107,7 +107,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(modelfiles.format_listing(modelfiles.list_local(settings.model)))
     try:
-        print(f"in use: {modelfiles.resolve(settings.model.model_copy(update={'download': False}))}")
+        found = modelfiles.locate(settings.model.model_copy(update={"download": False}))
+        print(f"in use: {found.path} (picked by {found.rule})")
     except LocoError as e:
         print(f"in use: none yet ({e})")
     return 0

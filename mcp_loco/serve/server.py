@@ -21,13 +21,14 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from mcp_loco import __version__
-from mcp_loco.config import Settings
+from mcp_loco.config import Settings, ToolSettings
 from mcp_loco.errors import Cancelled, LocoError, RootError
 from mcp_loco.explore.agent import Explorer, Progress
 from mcp_loco.explore.payload import Answer, Detail, answer
 from mcp_loco.explore.report import ExploreResult
 from mcp_loco.interfaces import ChatModel, is_within
 from mcp_loco.sandbox import Toolbox
+from mcp_loco.sandbox.denylist import DenyList
 from mcp_loco.sandbox.paths import Root
 from mcp_loco.serve.auth import stream_watch
 
@@ -167,13 +168,42 @@ class ModelPool:
             e.model.close()
 
 
+def secret_directory(path: str | Path, tools: ToolSettings) -> str | None:
+    """The deny pattern that makes `path` or a directory above it secret (the path as given and with links
+    resolved), or None when it may be explored."""
+    deny = DenyList(tools.deny, tools.allow)
+    given = Path(path).expanduser()
+    absolute = str(given if given.is_absolute() else Path.cwd() / given)
+    for candidate in dict.fromkeys((os.path.normpath(absolute), os.path.realpath(absolute))):
+        rel = candidate.lstrip(os.sep)
+        if deny.denied(rel):
+            return deny.reason(rel)
+    return None
+
+
+def _configured_roots(settings: Settings) -> list[Path]:
+    return [Path(r).expanduser() for r in settings.server.roots or [str(Path.cwd())]]
+
+
 def resolve_roots(settings: Settings) -> list[Path]:
-    """The allowed roots: configured ones, else the directory the server was started in."""
-    roots = settings.server.roots or [str(Path.cwd())]
-    return [Path(r).expanduser().resolve() for r in roots]
+    """The allowed roots: configured ones, else the directory the server was started in; never a secret directory."""
+    return [r.resolve() for r in _configured_roots(settings) if secret_directory(r, settings.tools) is None]
 
 
-def open_root(path: str, roots: list[Path], settings: Settings) -> Toolbox:
+def refused_roots(settings: Settings) -> dict[Path, str]:
+    """Configured roots (or the start directory) that are secret directories, each with the reason."""
+    out: dict[Path, str] = {}
+    for r in _configured_roots(settings):
+        pattern = secret_directory(r, settings.tools)
+        if pattern is not None:
+            out[r.resolve()] = (
+                f"{r} is a secret directory (it or a directory above it matches the deny-list pattern "
+                f"'{pattern}'), so it is not served; start the server in your project folder or pass --root DIR"
+            )
+    return out
+
+
+def open_root(path: str, roots: list[Path], settings: Settings, refused: dict[Path, str] | None = None) -> Toolbox:
     """The directory to explore, opened once: inside an allowed root, not itself a secret directory.
 
     The check is made on the directory actually opened, and the exploration goes through that descriptor,
@@ -183,6 +213,9 @@ def open_root(path: str, roots: list[Path], settings: Settings) -> Toolbox:
         raise ToolError("path is empty: give the absolute path of the directory to explore")
     if "\x00" in path:
         raise ToolError("path contains a NUL byte")
+    if not roots:
+        why = "; ".join((refused or {}).values()) or "no root is configured"
+        raise ToolError(f"this server has no directory it may explore: {why}")
     p = Path(path).expanduser()
     p = p if p.is_absolute() else roots[0] / p
     allowed = ", ".join(str(r) for r in roots)
@@ -191,6 +224,9 @@ def open_root(path: str, roots: list[Path], settings: Settings) -> Toolbox:
         "start the server with --root DIR to allow another directory"
     )
     if not any(is_within(os.path.realpath(p), str(r)) for r in roots):
+        for r, why in (refused or {}).items():
+            if is_within(os.path.realpath(p), str(r)):
+                raise ToolError(f"path {path!r} is not served: {why}")
         raise outside  # said before anything is opened
     if not p.is_dir():
         raise ToolError(f"path {path!r} is not an existing directory")
@@ -198,12 +234,11 @@ def open_root(path: str, roots: list[Path], settings: Settings) -> Toolbox:
         root = Root(p)
     except RootError as e:
         raise ToolError(f"path {path!r}: {e}") from None
-    base = next((str(r) for r in roots if is_within(root.path, str(r))), None)
-    if base is None:
+    if not any(is_within(root.path, str(r)) for r in roots):
         root.close()
         raise outside
     try:
-        return Toolbox(root, settings.tools, base=base)
+        return Toolbox(root, settings.tools)  # deny patterns judged from / down: any secret ancestor counts
     except RootError as e:
         raise ToolError(str(e)) from None
 
@@ -231,7 +266,7 @@ async def _run_in_thread(fn: Callable[[], ExploreResult], cancel: threading.Even
 def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer[Any]:
     """The MCP server with its one tool."""
     pool = pool or ModelPool(settings)
-    roots = resolve_roots(settings)
+    roots, refused = resolve_roots(settings), refused_roots(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[ModelPool]:
@@ -281,7 +316,7 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
         if len(question) > 8000:
             raise ToolError(f"question is {len(question)} characters long; keep it under 8000")
         arrived = time.monotonic()
-        tools = open_root(path, roots, settings)
+        tools = open_root(path, roots, settings, refused)
         try:
             result = await _explore(tools, question, ctx, max_turns, deadline_s, arrived)
         finally:
@@ -399,6 +434,8 @@ def serve(settings: Settings, pool: ModelPool | None = None) -> None:
     pool = pool or ModelPool(settings)
     server = build_server(settings, pool)
     s = settings.server
+    for why in refused_roots(settings).values():  # said at start; each call into it is refused the same way
+        log.error(f"root refused: {why}")
     try:
         if s.transport == "stdio":
             log.info("serving", transport=s.transport, roots=[str(r) for r in resolve_roots(settings)])
