@@ -228,6 +228,12 @@ def open_root(path: str, roots: list[Path], settings: Settings, refused: dict[Pa
             if is_within(os.path.realpath(p), str(r)):
                 raise ToolError(f"path {path!r} is not served: {why}")
         raise outside  # said before anything is opened
+    pattern = secret_directory(p, settings.tools)
+    if pattern is not None:  # judged by name before existence: a missing secret folder answers as an existing one
+        raise ToolError(
+            f"path {path!r} is a secret directory (it or a directory above it matches the deny-list pattern "
+            f"'{pattern}'); it is never explored"
+        )
     if not p.is_dir():
         raise ToolError(f"path {path!r} is not an existing directory")
     try:
