@@ -15,6 +15,9 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import os
+import shlex
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,15 +47,7 @@ def load_token(server: ServerSettings) -> str | None:
     """The configured bearer token (token_file wins over token), validated; None when there is none."""
     if server.token_file:
         path = Path(server.token_file).expanduser()
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise ConfigError(f"token file not found: {path} (server.token_file / --token-file)") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read the token file {path}: {e}") from None
-        token = lines[0].strip() if lines else ""
-        if not token:
-            raise ConfigError(f"the token file {path} is empty: put the token on its first line")
+        token = read_token_file(path)
         where = f"the token in {path}"
     else:
         token = server.token.get_secret_value().strip()
@@ -66,6 +61,39 @@ def load_token(server: ServerSettings) -> str | None:
     if not all(33 <= ord(c) <= 126 for c in token):
         raise ConfigError(f"{where} holds spaces or characters a header cannot carry; use letters and digits")
     return token
+
+
+def read_token_file(path: Path) -> str:
+    """The first line of a token file only its owner can reach (as ssh treats a private key), else a ConfigError."""
+    try:
+        with path.open("rb") as f:
+            # Judged on the file opened, so a link is judged by its target and a swap after the check is moot.
+            check_private(path, os.fstat(f.fileno()).st_mode)
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"token file not found: {path} (server.token_file / --token-file)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the token file {path}: {e}") from None
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cannot read the token file {path}: it is not UTF-8 text ({e})") from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ConfigError(f"the token file {path} is empty: put the token on its first line")
+    return token
+
+
+def check_private(path: Path, mode: int) -> None:
+    """Refuse a token file its group or others may use (any of the 077 bits); POSIX systems only."""
+    if os.name != "posix" or not stat.S_IMODE(mode) & 0o077:
+        return
+    target = Path(os.path.realpath(path))
+    named = str(path) if target == path.absolute() else f"{path} (a link to {target})"
+    raise ConfigError(
+        f"the token file {named} is open to other users (mode {stat.S_IMODE(mode):04o}): anyone on this machine "
+        f"could read the token. Make it private: chmod 600 {shlex.quote(str(target))}"
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,7 @@ def test_a_bad_token_stops_the_server_with_the_reason(tmp_path: Path, contents: 
     path = tmp_path / "token"
     if contents is not None:
         path.write_text(contents)
+        path.chmod(0o600)
     done = serve_fails("--token-file", str(path), "--root", str(tmp_path))
     assert done.returncode == 2 and needle in done.stderr, done.stderr
     assert contents is None or not contents.strip() or contents.strip() not in done.stderr
@@ -200,6 +202,7 @@ def test_claude_code_registered_by_install_reaches_the_server_with_its_token(
         listings = {}
         for name, tokens in (("good", token_file), ("bad", tmp_path / "bad-token")):
             (tmp_path / "bad-token").write_text("not-the-right-token-at-all\n")
+            (tmp_path / "bad-token").chmod(0o600)
             home = tmp_path / f"home-{name}"
             home.mkdir()
             env = {**os.environ, "HOME": str(home), "PATH": f"{CLAUDE.parent}:{os.environ['PATH']}"}
@@ -222,3 +225,81 @@ def test_claude_code_registered_by_install_reaches_the_server_with_its_token(
     assert "loco:" in listings["good"] and "✔ Connected" in listings["good"], listings["good"]
     assert "✔ Connected" not in listings["bad"], listings["bad"]
     assert TOKEN not in s.stderr
+
+
+def private_token(tmp_path: Path, mode: int = 0o600) -> Path:
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    path.chmod(mode)
+    return path
+
+
+OPEN_MODES = [0o644, 0o640, 0o604, 0o660, 0o620, 0o602, 0o610, 0o601, 0o444, 0o777, 0o4644]
+
+
+@pytest.mark.parametrize("mode", OPEN_MODES, ids=[f"{m:04o}" for m in OPEN_MODES])
+def test_a_token_file_other_users_can_reach_is_refused_with_the_fix(tmp_path: Path, mode: int) -> None:
+    path = private_token(tmp_path, mode)
+    link = tmp_path / "via-link"
+    link.symlink_to(path)
+    chain = tmp_path / "via-two-links"
+    chain.symlink_to(link)
+    for named in (path, link, chain):
+        with pytest.raises(ConfigError) as refused:
+            load_token(ServerSettings(token_file=str(named)))
+        message = str(refused.value)
+        assert f"chmod 600 {path}" in message, message  # the fix names the file that holds the token
+        assert f"mode {stat.S_IMODE(path.stat().st_mode):04o}" in message
+        assert TOKEN not in message
+        if named != path:
+            assert f"{named} (a link to {path})" in message
+
+
+def test_a_private_token_file_is_read_also_through_a_link(tmp_path: Path) -> None:
+    for mode in (0o600, 0o400, 0o700):
+        path = private_token(tmp_path, mode)
+        link = tmp_path / "link"
+        link.unlink(missing_ok=True)
+        link.symlink_to(path)
+        assert load_token(ServerSettings(token_file=str(path))) == TOKEN
+        assert load_token(ServerSettings(token_file=str(link))) == TOKEN
+    # A private link target is judged, not the link (a link's own mode is always 0777).
+    open_file = tmp_path / "open"
+    open_file.write_text(TOKEN)
+    open_file.chmod(0o644)
+    private_link = tmp_path / "private-link"
+    private_link.symlink_to(open_file)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_token(ServerSettings(token_file=str(private_link)))
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MCP_LOCO_")}
+    return subprocess.run(
+        [str(BIN), *args], env={**base, **(env or {})}, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.slow
+def test_every_command_that_reads_a_token_file_refuses_an_open_one(tmp_path: Path) -> None:
+    path = private_token(tmp_path, 0o644)
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    url = "http://127.0.0.1:8765/mcp"
+    runs = {
+        "serve --token-file": serve_fails("--token-file", str(link), "--root", str(tmp_path)),
+        "serve, sse": serve_fails(
+            "--token-file", str(path), "--set", 'server.transport="sse"', "--root", str(tmp_path)
+        ),
+        "serve, server.token_file": serve_fails("--root", str(tmp_path), env={"MCP_LOCO_SERVER_TOKEN_FILE": str(link)}),
+        "install --url": run_cli("install", "claude-code", "--url", url, "--token-file", str(link)),
+        "install --url --print": run_cli("install", "claude-code", "--print", "--url", url, "--token-file", str(path)),
+    }
+    for name, done in runs.items():
+        assert done.returncode == 2, (name, done.stderr)
+        assert f"chmod 600 {path}" in done.stderr, (name, done.stderr)
+        assert "Traceback" not in done.stderr and TOKEN not in done.stdout + done.stderr, (name, done.stderr)
+        assert "Bearer" not in done.stdout, name  # nothing registered or printed
+    path.chmod(0o600)
+    printed = run_cli("install", "claude-code", "--print", "--url", url, "--token-file", str(link))
+    assert printed.returncode == 0 and "Authorization: Bearer $(cat" in printed.stdout, printed.stderr
