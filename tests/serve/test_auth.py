@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -16,7 +17,19 @@ from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from server_helpers import BIN, free_port
-from serving_helpers import ACCEPT, INIT, SLOW_SERVE, TOKEN, bearer, call_args, rpc, slow_env, slow_server
+from serving_helpers import (
+    ACCEPT,
+    INIT,
+    SLOW_SERVE,
+    TOKEN,
+    bearer,
+    call_args,
+    open_session,
+    rpc,
+    slow_env,
+    slow_server,
+    sse_messages,
+)
 
 from mcp_loco.config import ServerSettings
 from mcp_loco.errors import ConfigError
@@ -303,3 +316,143 @@ def test_every_command_that_reads_a_token_file_refuses_an_open_one(tmp_path: Pat
     path.chmod(0o600)
     printed = run_cli("install", "claude-code", "--print", "--url", url, "--token-file", str(link))
     assert printed.returncode == 0 and "Authorization: Bearer $(cat" in printed.stdout, printed.stderr
+
+
+SESSION = {"Accept": ACCEPT, "Content-Type": "application/json", "mcp-protocol-version": "2025-06-18"}
+
+
+async def list_tools_in(raw: httpx2.AsyncClient, url: str, sid: str) -> httpx2.Response:
+    return await raw.post(url, json=rpc("tools/list", {}, id=3), headers={**SESSION, "mcp-session-id": sid})
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_fifty_abandoned_sessions_lock_nobody_out(sample_repo: Path) -> None:
+    with slow_server("http", slow_env(sample_repo, turn_s=0)) as s:  # the default limit: 32 per address
+        async with httpx2.AsyncClient(timeout=30) as raw:
+            with anyio.fail_after(120):
+                abandoned = [await open_session(raw, s.url) for _ in range(50)]  # never DELETEd
+            async with Client(s.url) as client:
+                with anyio.fail_after(60):
+                    result = await client.call_tool("explore_codebase", call_args(sample_repo, max_turns=1))
+            assert not result.is_error
+            # The least recently used went first; their next request says what happened (a 404, as MCP has it).
+            gone = await list_tools_in(raw, s.url, abandoned[0])
+            kept = await list_tools_in(raw, s.url, abandoned[-1])
+            # A client that starts again gets in, from the same address.
+            again = await open_session(raw, s.url)
+            assert (await list_tools_in(raw, s.url, again)).status_code == 200
+    assert gone.status_code == 404, gone.text
+    message = gone.json()["error"]["message"]
+    assert message.startswith("Session not found") and "initialize a new session" in message
+    assert "max_sessions_per_client" in message
+    assert kept.status_code == 200, kept.text
+    assert "closing an idle session failed" not in s.stderr and "Traceback" not in s.stderr
+
+
+async def read_call(response: httpx2.Response, started: anyio.Event) -> dict[str, Any]:
+    """The JSON-RPC result of a streamed tools/call; `started` is set at its first progress notification."""
+    async for line in response.aiter_lines():
+        for message in sse_messages(line):
+            if message.get("method") == "notifications/progress":
+                started.set()
+            elif "result" in message or "error" in message:
+                return message
+    raise AssertionError("the call's stream ended without a result")
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_busy_sessions_are_never_evicted(sample_repo: Path) -> None:
+    env = slow_env(sample_repo, turn_s=1.0)
+    with slow_server("http", env, "--set", "server.max_sessions_per_client=2") as s:
+        async with httpx2.AsyncClient(timeout=60) as raw:
+            calling = await open_session(raw, s.url)
+            idle = await open_session(raw, s.url)
+            params = {"name": "explore_codebase", "arguments": call_args(sample_repo, max_turns=4)}
+            params["_meta"] = {"progressToken": 1}
+            h = {**SESSION, "mcp-session-id": calling}
+            async with raw.stream("POST", s.url, json=rpc("tools/call", params, id=9), headers=h) as call:
+                started = anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    outcome: dict[str, Any] = {}
+
+                    async def finish() -> None:
+                        outcome.update(await read_call(call, started))
+
+                    tg.start_soon(finish)
+                    with anyio.fail_after(30):
+                        await started.wait()
+                    # The idle one makes room; the one with a call in flight is kept.
+                    newer = await open_session(raw, s.url)
+                    evicted = await list_tools_in(raw, s.url, idle)
+                    # A session holding its event stream (GET) is busy too.
+                    stream_h = {"Accept": "text/event-stream", "mcp-session-id": newer}
+                    stream_h["mcp-protocol-version"] = "2025-06-18"
+                    async with raw.stream("GET", s.url, headers=stream_h) as held:
+                        assert held.status_code == 200
+                        refused = await raw.post(s.url, json=rpc("initialize", INIT), headers=SESSION)
+                    with anyio.fail_after(60):
+                        while not outcome:
+                            await anyio.sleep(0.05)
+            # Both idle now: the least recently used (the call's, unless its stream ended later) makes room.
+            last = await open_session(raw, s.url)
+            assert (await list_tools_in(raw, s.url, last)).status_code == 200
+    assert evicted.status_code == 404 and "initialize a new session" in evicted.json()["error"]["message"]
+    assert refused.status_code == 429, refused.text
+    description = refused.json()["error_description"]
+    assert "2 open sessions, each with a call in flight or a stream open" in description
+    assert "max_sessions_per_client" in description
+    assert "result" in outcome and not outcome["result"].get("isError"), outcome  # the busy call was not cut
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_serve_refuses_what_a_web_page_could_send_as_the_proxy_does(sample_repo: Path, transport: str) -> None:
+    with slow_server(transport, slow_env(sample_repo, turn_s=0)) as s:
+        port, here = s.port, f"127.0.0.1:{s.port}"
+        init = json.dumps(rpc("initialize", INIT)).encode()
+        async with httpx2.AsyncClient(timeout=10) as raw:
+
+            async def ask(host: str, **headers: str) -> httpx2.Response:
+                if transport == "sse":  # opening the event stream is the request a page would make
+                    h = {"Host": host, "Accept": "text/event-stream", **headers}
+                    return await raw.get(s.url, headers=h)
+                h = {"Host": host, "Accept": ACCEPT, "Content-Type": "application/json", **headers}
+                return await raw.post(s.url, content=init, headers=h)
+
+            answers = {
+                (421, "misdirected_request"): [
+                    await ask(f"127.0.0.1:{port + 1}"),
+                    await ask(f"localhost.:{port}"),
+                    await ask(f"localhost.evil.example:{port}"),
+                    await ask("evil.example"),
+                ],
+                (403, "forbidden_origin"): [
+                    await ask(here, Origin=f"http://localhost:{port + 1}"),
+                    await ask(here, Origin=f"http://127.0.0.1:{port + 1}"),
+                    await ask(here, Origin="null"),
+                    await ask(here, Origin="https://evil.example"),
+                ],
+            }
+            if transport == "http":
+                h = {"Host": here, "Accept": ACCEPT}
+                answers[(415, "unsupported_media_type")] = [
+                    await raw.post(s.url, content=init, headers={**h, "Content-Type": kind})
+                    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x")
+                ] + [await raw.post(s.url, content=init, headers=h)]
+                assert (await ask(f"[::1]:{port}", Origin=f"http://[::1]:{port}")).status_code == 200
+            for (status, code), responses in answers.items():
+                for r in responses:
+                    assert r.status_code == status, (status, r.text)
+                    assert r.json()["error"] == code and r.json()["error_description"], r.text
+            # Still serving, to a program (no Origin).
+            if transport == "http":
+                async with Client(s.url) as client:
+                    assert [t.name for t in (await client.list_tools()).tools] == ["explore_codebase"]
+            else:
+                async with sse_client(s.url) as (read, write), ClientSession(read, write) as session:
+                    with anyio.fail_after(20):
+                        await session.initialize()
+    assert "Traceback" not in s.stderr and "request refused: forbidden_origin" in s.stderr
