@@ -160,7 +160,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
 def parse_any_json(body: bytes) -> Any:
     """Any JSON value that is safe to work on (bounded nesting, text that encodes), or a 400."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant)
     except RecursionError:
         raise invalid(f"the request body nests arrays or objects deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError as e:
@@ -169,6 +169,11 @@ def parse_any_json(body: bytes) -> Any:
         raise invalid(f"the request body is not valid JSON: {e}") from None
     _check_tree(data)
     return data
+
+
+def _no_constant(name: str) -> Any:
+    # Python reads NaN and Infinity, which JSON has not: refuse them rather than pass them on.
+    raise ValueError(f"{name} is not a JSON value (JSON numbers are finite)")
 
 
 def _check_tree(data: Any) -> None:

@@ -235,6 +235,8 @@ UNSAFE: list[tuple[str, bytes, str]] = [
         b'{"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "\xff\xfe"}]}',
         "not valid JSON",
     ),
+    ("NaN", in_request('{"n": NaN}'), "NaN is not a JSON value"),
+    ("-Infinity", in_request("[-Infinity]"), "-Infinity is not a JSON value"),
     (
         "a lone surrogate",
         json.dumps({**GOOD, "messages": [{"role": "user", "content": "\ud800"}]}).encode(),

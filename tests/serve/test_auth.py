@@ -369,7 +369,7 @@ async def test_busy_sessions_are_never_evicted(sample_repo: Path) -> None:
         async with httpx2.AsyncClient(timeout=60) as raw:
             calling = await open_session(raw, s.url)
             idle = await open_session(raw, s.url)
-            params = {"name": "explore_codebase", "arguments": call_args(sample_repo, max_turns=4)}
+            params = {"name": "explore_codebase", "arguments": call_args(sample_repo, max_turns=6)}
             params["_meta"] = {"progressToken": 1}
             h = {**SESSION, "mcp-session-id": calling}
             async with raw.stream("POST", s.url, json=rpc("tools/call", params, id=9), headers=h) as call:
