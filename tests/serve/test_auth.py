@@ -348,6 +348,10 @@ async def test_fifty_abandoned_sessions_lock_nobody_out(sample_repo: Path) -> No
     assert "max_sessions_per_client" in message
     assert kept.status_code == 200, kept.text
     assert "closing an idle session failed" not in s.stderr and "Traceback" not in s.stderr
+    # The SDK ended exactly the least recently used: 18 for the later 18 sessions, one for the client's.
+    before_shutdown = s.stderr.split("Shutting down")[0]  # a shutdown ends every session
+    ended = [sid for sid in abandoned if f"Terminating session: {sid}" in before_shutdown]
+    assert ended == abandoned[:19], (len(ended), s.stderr[-2000:])
 
 
 async def read_call(response: httpx2.Response, started: anyio.Event) -> dict[str, Any]:
