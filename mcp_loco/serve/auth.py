@@ -43,6 +43,8 @@ GRACEFUL_S = 5
 STREAM_KEY = "mcp_loco.stream"
 """Where the request scope holds the `StreamWatch` of the request."""
 MIN_TOKEN_CHARS = 16
+MAX_TOKEN_FILE_BYTES = 64 * 1024
+"""Most of a token file read (its first line is the token)."""
 CLOSE_TIMEOUT_S = 10.0
 """Longest wait for the SDK to close a session evicted to make room."""
 EVICTED_REMEMBERED = 10_000
@@ -74,10 +76,17 @@ def load_token(server: ServerSettings) -> str | None:
 def read_token_file(path: Path) -> str:
     """The first line of a token file only its owner can reach (as ssh treats a private key), else a ConfigError."""
     try:
-        with path.open("rb") as f:
+        # Non-blocking, so a FIFO planted as the token file cannot hang the start.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
             # Judged on the file opened, so a link is judged by its target and a swap after the check is moot.
-            check_private(path, os.fstat(f.fileno()).st_mode)
-            data = f.read()
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"the token file {path} is not a regular file: put the token in a plain file")
+            check_private(path, mode)
+            data = os.read(fd, MAX_TOKEN_FILE_BYTES)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise ConfigError(f"token file not found: {path} (server.token_file / --token-file)") from None
     except OSError as e:

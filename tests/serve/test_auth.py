@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,27 @@ def test_a_private_token_file_is_read_also_through_a_link(tmp_path: Path) -> Non
     private_link.symlink_to(open_file)
     with pytest.raises(ConfigError, match="chmod 600"):
         load_token(ServerSettings(token_file=str(private_link)))
+
+
+def test_a_token_file_that_is_not_a_plain_file_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    folder = tmp_path / "folder"
+    folder.mkdir(mode=0o700)
+    for path in (fifo, folder):
+        outcome: list[BaseException] = []
+
+        def load(path: Path = path, outcome: list[BaseException] = outcome) -> None:
+            try:
+                load_token(ServerSettings(token_file=str(path)))
+            except BaseException as e:
+                outcome.append(e)
+
+        worker = threading.Thread(target=load, daemon=True)
+        worker.start()
+        worker.join(timeout=10)  # a FIFO opened for reading would wait for a writer forever
+        assert not worker.is_alive(), f"reading {path} hangs"
+        assert isinstance(outcome[0], ConfigError) and "not a regular file" in str(outcome[0]), outcome
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
