@@ -72,6 +72,10 @@ def claude_code(
         # Print the header as a shell substitution, so the token itself is not echoed to the terminal.
         line = shlex.join(claude_code_http_command(name, scope, url, None))
         if token_file:
+            from mcp_loco.config import ServerSettings
+            from mcp_loco.serve.auth import load_token
+
+            load_token(ServerSettings(token_file=token_file))  # the line must work: a usable, private file
             line += (
                 f' --header "Authorization: Bearer $(cat {shlex.quote(str(Path(token_file).expanduser().resolve()))})"'
             )

@@ -154,6 +154,7 @@ def test_inspector_cli_over_stdio(env: dict[str, str], sample_repo: Path) -> Non
 def test_inspector_cli_over_http_with_a_token(env: dict[str, str], sample_repo: Path, tmp_path: Path) -> None:
     token = "inspector-token-0123456789abcdef"
     (tmp_path / "token").write_text(token + "\n")
+    (tmp_path / "token").chmod(0o600)
     with running_server("http", env, "--token-file", str(tmp_path / "token")) as url:
         header = ["--header", f"Authorization: Bearer {token}"]
         listed = inspector(url, *header, "--method", "tools/list")
