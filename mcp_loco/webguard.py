@@ -13,11 +13,27 @@ Programs (MCP clients, Claude Code, SDKs, curl) send no Origin and are not affec
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 """Methods whose requests must be JSON even when they declare no body."""
+DRAIN_MAX = 1 << 20
+"""A refused request's body is read (and dropped) up to this much before the answer, so the client gets the
+answer and not a connection reset from a socket closed with its body unread."""
+
+
+async def drain(receive: Callable[[], Awaitable[MutableMapping[str, Any]]]) -> None:
+    """Read and drop a refused request's body, up to DRAIN_MAX bytes."""
+    seen = 0
+    while seen <= DRAIN_MAX:
+        message = await receive()
+        if message.get("type") != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from mcp_loco.proxy.wire import (
     parse_json,
     validate_request,
 )
-from mcp_loco.webguard import check_request
+from mcp_loco.webguard import check_request, drain
 
 log = structlog.get_logger("mcp_loco.proxy")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -58,6 +58,7 @@ class _WebPages:
             if refusal is not None:
                 log.warning("proxy.refused", path=scope.get("path", ""), status=refusal.status, error=refusal.message)
                 kind = _KINDS.get(refusal.status, "invalid_request_error")
+                await drain(receive)
                 await error_response(refusal.status, kind, refusal.message)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_loco.config import ServerSettings
 from mcp_loco.errors import ConfigError
-from mcp_loco.webguard import check_request
+from mcp_loco.webguard import check_request, drain
 
 log = structlog.get_logger("mcp_loco.serve.auth")
 
@@ -254,6 +254,7 @@ class Guard:
         refusal = check_request(method, scope.get("headers") or [], scope.get("server"))
         if refusal is not None:
             log.warning("request refused: " + refusal.code, client=client, path=path, reason=refusal.message)
+            await drain(receive)
             await _json(send, refusal.status, {"error": refusal.code, "error_description": refusal.message})
             return
         if self._digest is not None and not await self._authorized(headers, scope, send, client):
