@@ -240,6 +240,9 @@ class ServerSettings(Section):
     """Largest HTTP request body accepted (sse and http); larger ones get 413."""
     max_sessions_per_client: int = Field(32, ge=1)
     """Open sessions (http) and SSE streams one client address may hold; more get 429."""
+    fast_start: bool = True
+    """stdio: answer `initialize` and the listings from the recorded handshake while the server imports, so
+    clients that give a server one second (Codex CLI) see it from their first turn."""
 
 
 class ProxySettings(Section):

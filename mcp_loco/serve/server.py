@@ -32,6 +32,7 @@ from mcp_loco.sandbox.denylist import DenyList
 from mcp_loco.sandbox.paths import Root
 from mcp_loco.serve.auth import stream_watch
 from mcp_loco.serve.clients import client_name, identify
+from mcp_loco.serve.fast_start import FastStart
 from mcp_loco.serve.progress import Reporter
 
 log = structlog.get_logger("mcp_loco.serve.server")
@@ -453,8 +454,8 @@ def _cancel_flag(pool: ModelPool, explorer: Explorer, ctx: Context) -> threading
     return cancel
 
 
-def serve(settings: Settings, pool: ModelPool | None = None) -> None:
-    """Run the server on the configured transport until interrupted."""
+def serve(settings: Settings, pool: ModelPool | None = None, front: FastStart | None = None) -> None:
+    """Run the server on the configured transport until interrupted (taking over from `front` over stdio)."""
     pool = pool or ModelPool(settings)
     server = build_server(settings, pool)
     s = settings.server
@@ -465,7 +466,13 @@ def serve(settings: Settings, pool: ModelPool | None = None) -> None:
             log.info("serving", transport=s.transport, roots=[str(r) for r in resolve_roots(settings)])
             if s.token.get_secret_value() or s.token_file:
                 log.info("server.token is not used over stdio: the client that starts the server is the only one")
-            server.run("stdio")
+            if front is not None:
+                front.handover()
+            try:
+                server.run("stdio")
+            finally:
+                if front is not None:
+                    front.finish()
         else:
             from mcp_loco.serve import auth
 
