@@ -2,8 +2,9 @@
 
 Codex CLI gives a server that is not marked required 1 s on its first turn; Claude Code and the others
 wait longer, but every second counts before the first call. Each run spawns a fresh process, sends what
-an MCP client sends (initialize, notifications/initialized, tools/list) and times the answers; runs of
-`python -c pass` interleaved with them give the interpreter's own start on this machine at the same time.
+an MCP client sends (initialize, notifications/initialized, tools/list) and times the answers. Interleaved
+with them: the same server with `server.fast_start = false` (the SDK answers, once it has imported), and
+`python -c pass` (the interpreter's own start on this machine at the same time).
 
     .venv/bin/python benchmarks/startup.py --repeat 9
 """
@@ -94,7 +95,8 @@ def main() -> None:
     model = args.model or default_model()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_LOCO_")}
     env.update({"MCP_LOCO_MODEL": str(model), "MCP_LOCO_LOG_LEVEL": "warning", "MCP_LOCO_LLAMA_N_CTX": "2048"})
-    inits, lists, pythons = [], [], []
+    slow_env = {**env, "MCP_LOCO_SERVER_FAST_START": "false"}
+    inits, lists, slow_inits, slow_lists, pythons = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         one_serve(env, Path(tmp))  # warm the page cache once, uncounted
         for _ in range(args.repeat):
@@ -102,18 +104,26 @@ def main() -> None:
             t_init, t_list = one_serve(env, Path(tmp))
             inits.append(t_init)
             lists.append(t_list)
+            t_init, t_list = one_serve(slow_env, Path(tmp))
+            slow_inits.append(t_init)
+            slow_lists.append(t_list)
     figures = {
         "runs": args.repeat,
         "python_pass_s": round(median(pythons), 3),
         "initialize_s": round(median(inits), 3),
         "tools_list_s": round(median(lists), 3),
         "initialize_max_s": round(max(inits), 3),
+        "no_fast_start_initialize_s": round(median(slow_inits), 3),
+        "no_fast_start_tools_list_s": round(median(slow_lists), 3),
         "load_average": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
     }
     print(
         f"medians of {args.repeat} runs: spawn to initialize {figures['initialize_s']:.3f} s "
         f"(max {figures['initialize_max_s']:.3f} s), to tools/list {figures['tools_list_s']:.3f} s; "
-        f"python -c pass {figures['python_pass_s']:.3f} s; load average {figures['load_average']}"
+        f"without fast start {figures['no_fast_start_initialize_s']:.3f} s and "
+        f"{figures['no_fast_start_tools_list_s']:.3f} s; python -c pass {figures['python_pass_s']:.3f} s; "
+        f"{figures['cpus']} CPUs, load average {figures['load_average']}"
     )
     emit(args, figures)
 
