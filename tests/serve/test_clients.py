@@ -86,7 +86,7 @@ def settings_for(repo: Path, **agent: Any) -> Settings:
 
 async def call_as(name: str, settings: Settings, pool: ModelPool, repo: Path, mode: str) -> CallToolResult:
     info = Implementation(name=name, version="1.0.0") if name else None
-    async with Client(build_server(settings, pool), client_info=info, mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(build_server(settings, pool), client_info=info, mode=mode) as client:
         with anyio.fail_after(30):
             return await client.call_tool(
                 "explore_codebase", {"path": str(repo), "question": "How is the config loaded?"}

@@ -288,7 +288,7 @@ def anyio_backend() -> str:
 @pytest.mark.parametrize("mode", ["legacy", "auto"])  # initialize first, or server/discover first (Copilot CLI)
 async def test_the_sdk_stdio_client_lists_and_calls(sample_repo: Path, tmp_path: Path, mode: str) -> None:
     params = StdioServerParameters(command=str(BIN), args=["serve"], env=serve_env(sample_repo, tmp_path))
-    async with Client(params, mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(params, mode=mode) as client:
         with anyio.fail_after(60):
             tools = (await client.list_tools()).tools
             result = await client.call_tool(
