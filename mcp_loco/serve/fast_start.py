@@ -171,14 +171,17 @@ class FastStart:
         for line in iter(server_out.readline, b""):
             if line == END:
                 return
-            if not dropped and self._init_id is not None:  # settled: the server answers only what it was fed
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    msg = None
-                if isinstance(msg, dict) and msg.get("id") == self._init_id and "method" not in msg:
-                    dropped = True  # the server's answer to the replayed initialize: the client has ours
-                    continue
+            try:
+                msg = json.loads(line)
+            except ValueError:  # a stray print in the moments fd 1 is this pipe: never onto the wire
+                os.write(2, line)
+                continue
+            # The server's answer to the replayed initialize: the client has ours (the id is settled by now,
+            # the server answers only what it was fed).
+            answer = isinstance(msg, dict) and "method" not in msg
+            if not dropped and answer and self._init_id is not None and msg.get("id") == self._init_id:
+                dropped = True
+                continue
             self._send(line)
 
     def finish(self, timeout: float = 5.0) -> None:
