@@ -26,6 +26,9 @@ BOUND_EXTRA = 800
 POINTER = "The report and its checked citations are in the structured result below."
 """The text for clients that read both text and structured content: the report is not said twice."""
 CODEX_HEADER = "Wall time: {seconds:.4f} seconds\nOutput:\n"
+READS_MAX: dict[Reading, int] = {"codex": 12_000}
+"""UTF-8 bytes a client passes on to its model at most (Codex CLI, for a model it does not know); the
+report is cut further where the escaped JSON would pass this."""
 
 
 class Unverified(BaseModel):
@@ -141,15 +144,28 @@ def answer(
 
 
 def present(
-    result: ExploreResult, detail: Detail = "brief", reading: Reading | None = None
+    result: ExploreResult, detail: Detail = "brief", reading: Reading | None = None, max_chars: int | None = None
 ) -> tuple[str, dict[str, Any]]:
     """The text content and structured content for a client that reads results as `reading` (None: unknown).
 
     A client that reads both gets a one-line pointer as text, so its model reads the report once; every
-    other client (an unknown one included) gets the report as text, which text-only clients need.
+    other client (an unknown one included) gets the report as text, which text-only clients need. The
+    report is cut to `max_chars` (fit_report), and further where the client passes on less (READS_MAX).
     """
-    text = POINTER if reading == "both" else result.report
-    return text, answer(result, detail, reading or "structured", text)
+    cap = max_chars if max_chars is not None else len(result.report)
+    while True:
+        fitted = result.model_copy(update={"report": fit_report(result.report, result.citations, cap)})
+        text = POINTER if reading == "both" else fitted.report
+        payload = answer(fitted, detail, reading or "structured", text)
+        limit = READS_MAX.get(reading) if reading is not None and detail == "brief" else None
+        over = 0 if limit is None else len(model_reads(payload, reading or "structured", text).encode()) - limit
+        if over <= 0 or cap <= MIN_CAP:
+            return text, payload
+        cap = max(MIN_CAP, min(len(fitted.report), cap) - over)
+
+
+MIN_CAP = 1000
+"""The report is never cut shorter than this for a client's limit."""
 
 
 def fit_report(report: str, citations: list[Citation], max_chars: int) -> str:

@@ -24,7 +24,7 @@ from mcp_loco import __version__
 from mcp_loco.config import Settings, ToolSettings
 from mcp_loco.errors import Cancelled, LocoError, RootError
 from mcp_loco.explore.agent import Explorer, Progress
-from mcp_loco.explore.payload import Answer, Detail, fit_report, present
+from mcp_loco.explore.payload import Answer, Detail, present
 from mcp_loco.explore.report import ExploreResult
 from mcp_loco.interfaces import ChatModel, is_within
 from mcp_loco.sandbox import Toolbox
@@ -341,10 +341,8 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
     def _result(result: ExploreResult, detail: Detail, name: str | None) -> CallToolResult:
         """The result as the calling client's model should read it: the report once, within every client's limits."""
         client = identify(name)
-        report = fit_report(result.report, result.citations, settings.agent.report_max_chars)
-        result = result.model_copy(update={"report": report})
-        text, structured = present(result, detail, client.reading)
-        log.debug("result", client=name, known_as=client.label, reading=client.reading, chars=len(report))
+        text, structured = present(result, detail, client.reading, settings.agent.report_max_chars)
+        log.debug("result", client=name, known_as=client.label, reading=client.reading, chars=len(result.report))
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
     async def _explore(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_loco.explore.payload import Answer, Reading, answer, bound, fit_report, model_reads, present
+from mcp_loco.explore.payload import POINTER, Answer, Reading, answer, bound, fit_report, model_reads, present
 from mcp_loco.explore.report import Citation, ExploreResult
 from mcp_loco.model.backends.function import estimate_tokens
 from mcp_loco.serve.server import DESCRIPTION
@@ -178,3 +178,26 @@ def test_the_description_first_line_names_what_a_tool_search_ranks_on() -> None:
     for word in ("explore", "search", "codebase", "find where", "how does"):
         assert word in first, word
     assert len(first) < 160
+
+
+def test_codex_is_passed_at_most_12_kb_even_for_reports_that_escape_long() -> None:
+    # Code quotes escape long in JSON ("\n", "\"") and non-ASCII takes more bytes: 10,000 characters of it
+    # would pass what Codex hands on for a model it does not know.
+    code = '```python\nx = "é"  # “quoted”\n```\n'
+    r = long_result(40, 2, 200)
+    r.report = "\n\n".join(f"{part}\n\n{code * 6}" for part in r.report.split("\n\n## "))
+    _, plain = present(r, "brief", "structured", 10_000)
+    assert len(model_reads(plain, "codex").encode()) > 12_000  # without the client's own limit
+    text, sc = present(r, "brief", "codex", 10_000)
+    assert len(model_reads(sc, "codex", text).encode()) <= 12_000
+    assert len(sc["report"]) <= 10_000 and "[report cut to fit every client" in sc["report"]
+    verified = [c.text for c in r.citations if c.verified]
+    assert all(v in sc["report"] for v in verified)
+
+
+@pytest.mark.parametrize("reading", [*READINGS, None])
+def test_present_caps_the_report_for_every_client(reading: Reading | None) -> None:
+    r = long_result(60)
+    text, sc = present(r, "brief", reading, 5_000)
+    assert len(sc["report"]) <= 5_000
+    assert text == (POINTER if reading == "both" else sc["report"])
