@@ -37,7 +37,10 @@ from mcp_loco.model.protocol import Message, format_call, render
 from mcp_loco.sandbox import Toolbox
 
 SYNTH = Path("/work/synth")
-READS = [("model/backends/prompt_tokens.py", "def split_markers", 16), ("model/backends/speculative.py", "    def draft(", 26)]
+READS = [
+    ("model/backends/prompt_tokens.py", "def split_markers", 16),
+    ("model/backends/speculative.py", "    def draft(", 26),
+]
 """Files the exploration read: from the line that starts with the text, so many lines."""
 REPORT = (
     "Write your report now. Quote the `draft` method of {root}/model/backends/speculative.py exactly as the Read "

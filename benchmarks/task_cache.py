@@ -74,7 +74,10 @@ def main() -> int:
     model = LlamaModel(args.model or default_model(), LlamaSettings(n_ctx=4096))
     parent = conversation(
         "How does the explorer serve Task calls?",
-        [("Read", {"file_path": "explore/report.py", "limit": 60}), ("Grep", {"pattern": "def ", "path": "serve/server.py"})],
+        [
+            ("Read", {"file_path": "explore/report.py", "limit": 60}),
+            ("Grep", {"pattern": "def ", "path": "serve/server.py"}),
+        ],
     )
     sent = model.count_tokens(render(parent))
     rows: dict[str, list[tuple[int, float, float]]] = {"no-task": [], "task": [], "restore": []}
