@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcp_loco import __version__, logs
-from mcp_loco.config import Settings, load_settings, parse_assignment, render_toml
 from mcp_loco.errors import LocoError
 
 if TYPE_CHECKING:
+    from mcp_loco.config import Settings
     from mcp_loco.explore.agent import Progress
+    from mcp_loco.serve.fast_start import FastStart
 
 Overrides = dict[str, dict[str, Any]]
 
@@ -39,6 +40,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> Overrides:
     """Map command-line flags onto settings keys (the highest-precedence layer)."""
+    from mcp_loco.config import parse_assignment
+
     out: Overrides = {}
 
     def put(section: str, key: str, value: Any) -> None:
@@ -67,6 +70,8 @@ def _overrides(args: argparse.Namespace) -> Overrides:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from mcp_loco.config import load_settings  # not at the top: `serve` answers its client before this loads
+
     settings = load_settings(getattr(args, "config", None), _overrides(args))
     logs.configure(settings.log.level, settings.log.json_format)
     return settings
@@ -153,11 +158,49 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the MCP server."""
+    """Run the MCP server (over stdio, the client is answered while the server imports: serve/fast_start.py)."""
+    front = _fast_start(args)
     from mcp_loco.serve.server import serve
 
-    serve(_settings(args))
+    serve(_settings(args), front=front)
     return 0
+
+
+def _fast_start(args: argparse.Namespace) -> FastStart | None:
+    """Start answering a stdio client from the recorded handshake, before settings or the SDK load.
+
+    The transport and `server.fast_start` are read here as load_settings would (flags, then the
+    environment, then --config), without importing it; anything unclear means no fast start.
+    """
+    import os
+    import tomllib
+
+    def setting(key: str, flag: object) -> str | None:
+        if flag is not None:
+            return str(flag)
+        for text in reversed(getattr(args, "set", None) or []):
+            name, _, value = str(text).partition("=")
+            if name.strip() == f"server.{key}":
+                return value.strip()
+        env = os.environ.get(f"MCP_LOCO_SERVER_{key.upper()}")
+        if env is not None:
+            return env
+        if getattr(args, "config", None):
+            try:
+                with open(args.config, "rb") as f:
+                    value = tomllib.load(f).get("server", {}).get(key)
+            except (OSError, tomllib.TOMLDecodeError, AttributeError):
+                return "?"
+            return None if value is None else str(value)
+        return None
+
+    transport = setting("transport", getattr(args, "transport", None)) or "stdio"
+    fast = (setting("fast_start", None) or "true").strip().lower()
+    if transport != "stdio" or fast in ("0", "false", "f", "no", "n", "off", "?"):
+        return None
+    from mcp_loco.serve.fast_start import FastStart
+
+    return FastStart.begin()
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -213,6 +256,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         "fallback_turns": args.fallback_turns,
         "parallel": args.proxy_parallel,
     }
+    from mcp_loco.config import load_settings
+
     overrides = _overrides(args)
     overrides.setdefault("proxy", {}).update({k: v for k, v in flags.items() if v is not None})
     settings = load_settings(getattr(args, "config", None), overrides)
@@ -235,6 +280,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """Print the effective settings (or the defaults) as TOML."""
+    from mcp_loco.config import render_toml
+
     print(render_toml(None if args.defaults else _settings(args)), end="")
     return 0
 

@@ -142,6 +142,10 @@ class AgentSettings(Section):
     """Wall-clock budget of a call in seconds, the report included (30% is kept for it); under Claude Code's 120 s."""
     report_max_tokens: int = Field(8000, ge=256)
     """Cap on the returned report (Claude Code warns from ~10k tokens)."""
+    report_max_chars: int = Field(10_000, ge=1000)
+    """Cap on the report in characters, for every client: cut at a paragraph, the verified citations of the
+    part cut off listed after it, and a note saying so (Codex cuts MCP output at ~12 KB for models it does
+    not know; Qwen Code at 25,000 characters)."""
     grammar: bool = True
     """Constrain each tool call, once the model opens <tool_call>, to valid JSON for a known tool."""
     force_first_tool: bool = True
@@ -236,6 +240,9 @@ class ServerSettings(Section):
     """Largest HTTP request body accepted (sse and http); larger ones get 413."""
     max_sessions_per_client: int = Field(32, ge=1)
     """Open sessions (http) and SSE streams one client address may hold; more get 429."""
+    fast_start: bool = True
+    """stdio: answer `initialize` and the listings from the recorded handshake while the server imports, so
+    clients that give a server one second (Codex CLI) see it from their first turn."""
 
 
 class ProxySettings(Section):

@@ -200,6 +200,7 @@ class Explorer:
         if not isinstance(prompt, str) or not prompt.strip():
             return ToolResult('Task needs "prompt": the sub-question to explore, as a string.', ok=False)
         sub = run.child(prompt)
+        sub.progress = _relay(run)
         run.tell(f"Task sub-exploration {prompt[:60]!r}")
         # The sub-conversation displaces the parent's evaluated prefix; put it back afterwards so the
         # parent's next turn evaluates only its new tokens (benchmarks/task_cache.py measures this).
@@ -281,6 +282,18 @@ class Explorer:
             "end", stop_reason=reason, turns=result.turns, usage=result.usage.model_dump(), elapsed_s=result.elapsed_s
         )
         return result
+
+
+def _relay(run: Run) -> ProgressFn | None:
+    """A sub-exploration's progress, said as its parent's turn: `turn 3/10 > Task turn 2/5: Grep ...`."""
+    say = run.progress
+    if say is None:
+        return None
+
+    def relay(p: Progress) -> None:
+        say(Progress(run.turns, run.max_turns, f"turn {run.turns}/{run.max_turns} > Task {p.message}"))
+
+    return relay
 
 
 __all__ = ["Explorer", "Progress", "StopSignal"]

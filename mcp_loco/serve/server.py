@@ -24,13 +24,16 @@ from mcp_loco import __version__
 from mcp_loco.config import Settings, ToolSettings
 from mcp_loco.errors import Cancelled, LocoError, RootError
 from mcp_loco.explore.agent import Explorer, Progress
-from mcp_loco.explore.payload import Answer, Detail, answer
+from mcp_loco.explore.payload import Answer, Detail, present
 from mcp_loco.explore.report import ExploreResult
 from mcp_loco.interfaces import ChatModel, is_within
 from mcp_loco.sandbox import Toolbox
 from mcp_loco.sandbox.denylist import DenyList
 from mcp_loco.sandbox.paths import Root
 from mcp_loco.serve.auth import stream_watch
+from mcp_loco.serve.clients import client_name, identify
+from mcp_loco.serve.fast_start import FastStart
+from mcp_loco.serve.progress import Reporter
 
 log = structlog.get_logger("mcp_loco.serve.server")
 
@@ -40,14 +43,15 @@ MIN_BUDGET_S = 5.0
 SHUTDOWN_MESSAGE = "the server is shutting down: this call was stopped; call again once it is back"
 
 DESCRIPTION = """\
-Answer a question about a local codebase: a small local model reads the code with read-only tools \
-(Read, Grep, Glob, a read-only shell) and returns a markdown report with absolute paths, line ranges and \
-snippets. Every cited path is checked against the disk: `citations.verified` lists those that hold, and \
-the report marks the others `[unverified: ...]`.
+Explore a local codebase: search its code to find where things are and answer how does X work questions.
+A small local model reads the code with read-only tools (Read, Grep, Glob, a read-only shell) and returns \
+a markdown report with absolute paths, line ranges and snippets. Every cited path is checked against the \
+disk: `citations.verified` lists those that hold, and the report marks the others `[unverified: ...]`.
 Use it for questions that span many files: where is X implemented, how does Y flow, which files matter \
 for a change to Z. Do not use it to read one file you already know (read it yourself) or to change code.
 Ask one focused question per call. A call takes up to about 100 s (`deadline_s` sets the budget) and \
 reports progress."""
+"""The first line is what tool searches rank on (Qwen Code and Codex defer MCP tools behind a BM25 search)."""
 
 INSTRUCTIONS = (
     "mcp-loco explores local codebases with a small local model. Call explore_codebase with an absolute "
@@ -323,18 +327,40 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
             raise ToolError(f"question is {len(question)} characters long; keep it under 8000")
         arrived = time.monotonic()
         tools = open_root(path, roots, settings, refused)
+        reporter = Reporter(ctx)
+        failed: Exception | None = None
         try:
-            result = await _explore(tools, question, ctx, max_turns, deadline_s, arrived)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reporter.beat)
+                try:
+                    result = await _explore(tools, question, ctx, reporter, max_turns, deadline_s, arrived)
+                except Exception as e:  # raised after the group, or it would reach the client as a group
+                    failed = e
+                finally:
+                    tg.cancel_scope.cancel()
         finally:
             tools.close()
-        return CallToolResult(
-            content=[TextContent(type="text", text=result.report)], structured_content=answer(result, detail)
-        )
+        if failed is not None:
+            raise failed
+        return _result(result, detail, client_name(ctx.session))
+
+    def _result(result: ExploreResult, detail: Detail, name: str | None) -> CallToolResult:
+        """The result as the calling client's model should read it: the report once, within every client's limits."""
+        client = identify(name)
+        text, structured = present(result, detail, client.reading, settings.agent.report_max_chars)
+        log.debug("result", client=name, known_as=client.label, reading=client.reading, chars=len(result.report))
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
     async def _explore(
-        tools: Toolbox, question: str, ctx: Context, max_turns: int | None, deadline_s: float | None, arrived: float
+        tools: Toolbox,
+        question: str,
+        ctx: Context,
+        reporter: Reporter,
+        max_turns: int | None,
+        deadline_s: float | None,
+        arrived: float,
     ) -> ExploreResult:
-        explorer = await _acquire(pool, ctx)
+        explorer = await _acquire(pool, ctx, reporter)
         # The client's clock started when the call arrived: time spent waiting for a model counts.
         budget = max(MIN_BUDGET_S, (deadline_s or settings.agent.deadline_s) - (time.monotonic() - arrived))
         cancel = _cancel_flag(pool, explorer, ctx)
@@ -344,8 +370,8 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
 
         def progress(p: Progress) -> None:
             try:
-                anyio.from_thread.run(ctx.report_progress, float(p.turn), float(max_t + 1), p.message, token=token)
-            except Exception:  # a client gone or a closed stream must not stop the work
+                anyio.from_thread.run(reporter.say, float(p.turn), float(max_t + 1), p.message, token=token)
+            except Exception:  # the call ended meanwhile: the work stops on its own
                 log.debug("progress not delivered", message=p.message)
 
         try:
@@ -370,7 +396,7 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
     return server
 
 
-async def _acquire(pool: ModelPool, ctx: Context) -> Explorer:
+async def _acquire(pool: ModelPool, ctx: Context, reporter: Reporter) -> Explorer:
     """Wait for a loaded, free model, telling the client why it waits; refuse at once beyond the queue bound."""
     if pool.stopping:
         raise ToolError(pool.stopping)
@@ -400,10 +426,7 @@ async def _acquire(pool: ModelPool, ctx: Context) -> Explorer:
             if now - last >= 5.0 or loading != was_loading:  # every 5 s, and as soon as the reason changes
                 last, was_loading = now, loading
                 why = "loading the model" if loading else f"queued behind other calls ({pool.waiting - 1} waiting)"
-                try:
-                    await ctx.report_progress(0.0, None, why)
-                except Exception:
-                    log.debug("progress not delivered", message=why)
+                await reporter.say(0.0, None, why)
             await anyio.sleep(0.05)
     finally:
         pool.waiting -= 1
@@ -435,8 +458,8 @@ def _cancel_flag(pool: ModelPool, explorer: Explorer, ctx: Context) -> threading
     return cancel
 
 
-def serve(settings: Settings, pool: ModelPool | None = None) -> None:
-    """Run the server on the configured transport until interrupted."""
+def serve(settings: Settings, pool: ModelPool | None = None, front: FastStart | None = None) -> None:
+    """Run the server on the configured transport until interrupted (taking over from `front` over stdio)."""
     pool = pool or ModelPool(settings)
     server = build_server(settings, pool)
     s = settings.server
@@ -447,7 +470,13 @@ def serve(settings: Settings, pool: ModelPool | None = None) -> None:
             log.info("serving", transport=s.transport, roots=[str(r) for r in resolve_roots(settings)])
             if s.token.get_secret_value() or s.token_file:
                 log.info("server.token is not used over stdio: the client that starts the server is the only one")
-            server.run("stdio")
+            if front is not None:
+                front.handover()
+            try:
+                server.run("stdio")
+            finally:
+                if front is not None:
+                    front.finish()
         else:
             from mcp_loco.serve import auth
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import shutil
 import subprocess
 import sys
@@ -204,8 +206,18 @@ def test_stdio_mode_writes_nothing_but_protocol_to_stdout(env: dict[str, str], s
         if not line:
             break
         lines.append(line)
-    time.sleep(1.0)  # let the background model load log its lines (debug level)
+    # Let the background model load log its lines (debug level): the answers above may come before the
+    # server has even loaded (serve/fast_start.py), so wait for the load itself rather than a fixed time.
+    assert proc.stderr is not None
+    head, deadline = "", time.monotonic() + 60
+    while "model loaded" not in head and time.monotonic() < deadline:
+        if select.select([proc.stderr], [], [], 1.0)[0]:
+            chunk = os.read(proc.stderr.fileno(), 65536).decode(errors="replace")
+            if not chunk:
+                break
+            head += chunk
     out, err = proc.communicate(timeout=30)  # closes stdin: the server ends
+    err = head + err
     lines += out.splitlines()
     assert len(lines) >= 2
     for line in lines:
