@@ -88,6 +88,10 @@ class OutDir:
                     f"{self.path / name} is a symbolic link: batch writes only inside --out and never follows "
                     "links; remove it"
                 ) from None
+            if e.errno == errno.EISDIR:
+                raise OutDirError(
+                    f"{self.path / name} is a directory: batch writes only plain files; remove it"
+                ) from None
             raise OutDirError(f"{self.path / name}: cannot open it ({e.strerror})") from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
