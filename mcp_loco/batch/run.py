@@ -110,7 +110,7 @@ class _Run:
         try:
             claim = self.out.claim(qid)
         except LocoError as e:
-            self.fail(qid, query, str(e), started, f"in-process:{slot}")
+            self.fail(qid, query, str(e), started, "")  # nothing was sent anywhere
             return
         if claim is None:
             self.count("elsewhere")
@@ -126,7 +126,9 @@ class _Run:
                 return
             except Exception as e:
                 log.exception("exploration crashed", id=qid)
-                self.fail(qid, query, f"the exploration failed: {type(e).__name__}: {e}", started, f"slot {slot}")
+                self.fail(
+                    qid, query, f"the exploration failed: {type(e).__name__}: {e}", started, _endpoint(explorer, slot)
+                )
                 return
             finally:
                 self.count("running", -1)

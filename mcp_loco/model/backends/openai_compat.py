@@ -160,7 +160,7 @@ class OpenAICompatModel:
         return Completion(first.text + second.text, usage, second.finish)
 
     def last_endpoint(self) -> str | None:
-        """The endpoint that answered this thread's last request (a conversation runs on one thread)."""
+        """The endpoint this thread's last request went to (a conversation runs on one thread)."""
         url: str | None = getattr(self._thread, "endpoint", None)
         return url
 
@@ -252,9 +252,9 @@ class OpenAICompatModel:
             log.debug(
                 "http.request", endpoint=ep.url, conversation=key, attempt=attempt + 1, grammar=grammar is not None
             )
+            self._thread.endpoint = ep.url
             stream = self._run(ep, body, watch, cancel, options.on_text)
             if stream.error is None:
-                self._thread.endpoint = ep.url
                 log.info(
                     "http.completion",
                     endpoint=ep.url,
