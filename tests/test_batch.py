@@ -6,6 +6,7 @@ The endpoint is a real HTTP server on 127.0.0.1 answering every request after a 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from batch_helpers import FAIL, ScriptedEndpoint, batch, batch_args, clean_env, index_lines, write_queries
+
+from mcp_loco.batch import read_queries
 
 LATENCY = 0.5
 
@@ -181,6 +184,9 @@ def test_two_runs_on_one_out_never_answer_a_query_twice(
         (b"q1\tfine\nq2\t\xff\xfe\n", (), "line 2: not UTF-8"),
         (b"q1\tnul\x00byte\n", (), "NUL byte"),
         (b"q1 no tab\n", (), "expected id<TAB>query"),
+        (b"", (), "no queries in it"),
+        (b"# only a comment\n\n", (), "no queries in it"),
+        (b"\xef\xbb\xbf\xef\xbb\xbfq1\tdouble mark\n", (), "must be letters"),
         (b"q1\tfine\n", ("--parallel", "0"), "--parallel 0"),
         (b"q1\tfine\n", ("--parallel", "-2"), "--parallel -2"),
     ],
@@ -199,10 +205,13 @@ def test_bad_input_gets_one_clear_line(
 @pytest.mark.slow
 def test_bad_paths_get_one_clear_line(sample_repo: Path, tmp_path: Path) -> None:
     queries = write_queries(tmp_path / "q.txt", 1)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # reading it would block for ever
     cases = [
         (batch_args(tmp_path / "nowhere", queries, tmp_path / "o1"), "--root"),
         (batch_args(sample_repo, tmp_path / "none.txt", tmp_path / "o2"), "cannot read it"),
-        (batch_args(sample_repo, tmp_path, tmp_path / "o3"), "cannot read it"),
+        (batch_args(sample_repo, tmp_path, tmp_path / "o3"), "not a regular file"),
+        (batch_args(sample_repo, fifo, tmp_path / "o4"), "not a regular file"),
         (batch_args(sample_repo, queries, queries), "--out"),
         (["", "batch", "--summary", str(tmp_path / "nothing")], "--summary"),
         (["", "batch", "--summary", str(sample_repo)], "no index.jsonl"),
@@ -213,3 +222,9 @@ def test_bad_paths_get_one_clear_line(sample_repo: Path, tmp_path: Path) -> None
         assert done.returncode == 2, (args, done.stderr)
         assert needle in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
         assert done.stderr.startswith("error:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_read_as_editors_mean_them(tmp_path: Path) -> None:
+    queries = tmp_path / "q.txt"
+    queries.write_bytes("\ufeffq1\tWhere is café defined?\r\nq2\tsecond\r\n".encode())
+    assert read_queries(queries) == [("q1", "Where is café defined?"), ("q2", "second")]

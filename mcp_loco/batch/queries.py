@@ -13,7 +13,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 def _decode(path: Path, data: bytes) -> str:
     """The file's text, or an error saying where it stops being UTF-8."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not part of the first id
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise ConfigError(
@@ -25,6 +25,8 @@ def _decode(path: Path, data: bytes) -> str:
 def read_queries(path: Path) -> list[tuple[str, str]]:
     """Parse `id<TAB>query` lines; blank lines and lines starting with # are skipped."""
     try:
+        if path.exists() and not path.is_file():  # a FIFO or a device would block the read or never end
+            raise ConfigError(f"queries file {path}: not a regular file; give a text file of id<TAB>query lines")
         data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"queries file {path}: cannot read it ({e.strerror})") from None
@@ -46,4 +48,6 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
             raise ConfigError(f"queries file {path}, line {n}: id {qid!r} appears twice")
         seen.add(qid)
         out.append((qid, query))
+    if not out:
+        raise ConfigError(f"queries file {path}: no queries in it; write one id<TAB>query per line")
     return out
