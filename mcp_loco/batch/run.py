@@ -83,10 +83,12 @@ class _Run:
         self.running = 0
 
     def next(self) -> tuple[str, str] | None:
+        """The next query in file order, or None when none is left or the run stops."""
         with self.lock:
             return self.queue.popleft() if self.queue and not self.stop.is_set() else None
 
     def count(self, what: str, delta: int = 1) -> None:
+        """Add to a count of the summary (or to the explorations running)."""
         with self.lock:
             if what == "running":
                 self.running += delta
@@ -106,6 +108,7 @@ class _Run:
                 log.exception("query failed", id=qid, error=str(e))
 
     def one(self, explorer: Explorer, slot: int, qid: str, query: str) -> None:
+        """Claim, explore, write and index one query (Cancelled goes up when the run stops)."""
         started = time.time()
         try:
             claim = self.out.claim(qid)
@@ -132,7 +135,11 @@ class _Run:
                 return
             finally:
                 self.count("running", -1)
-            claim.commit(render_answer(qid, query, result))
+            try:
+                claim.commit(render_answer(qid, query, result))
+            except OSError as e:  # a full disk or a folder made read-only: this answer is lost, say why
+                self.fail(qid, query, f"writing {qid}.md failed: {e.strerror}", started, _endpoint(explorer, slot))
+                return
         record = index.answer_record(
             qid, query, result, started=started, ended=time.time(), endpoint=_endpoint(explorer, slot)
         )
@@ -140,6 +147,7 @@ class _Run:
         self.count("answered")
 
     def fail(self, qid: str, query: str, error: str, started: float, endpoint: str) -> None:
+        """Record a failed query in the log and the index; the run goes on."""
         log.error("query failed", id=qid, error=error)
         record = index.failure_record(qid, query, error, started=started, ended=time.time(), endpoint=endpoint)
         self.index.append(index.line(record))
