@@ -72,6 +72,10 @@ def test_parallel_1_runs_one_at_a_time(endpoint: ScriptedEndpoint, sample_repo: 
     done = batch(*batch_args(sample_repo, queries, tmp_path / "out", "--endpoint", endpoint.url, "--parallel", "1")[1:])
     assert done.returncode == 0, done.stderr
     assert endpoint.max_in_flight == 1
+    assert [r["id"] for r in index_lines(tmp_path / "out")] == ["q01", "q02", "q03"]  # file order
+    # The progress bar: answered / failed / running, and tqdm's elapsed<remaining.
+    assert re.search(r"answered \d, failed 0, running [01]", done.stderr), done.stderr
+    assert re.search(r"\d\d:\d\d<\d\d:\d\d", done.stderr), done.stderr
     # The default is the pool's size (server.parallel): 2 here.
     endpoint.reset()
     more = write_queries(tmp_path / "more.txt", 4, prefix="m")
