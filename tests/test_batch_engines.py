@@ -7,12 +7,15 @@ flight, each conversation on one endpoint, each answer indexed), not the answers
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from batch_helpers import LlamaServer, batch, batch_args, index_lines, overlapping, write_queries
+from batch_helpers import LlamaServer, batch, batch_args, clean_env, index_lines, overlapping, write_queries
 
 SMALL = [
     "--set", "model.temperature=0", "--set", "model.max_tokens=64", "--set", "agent.max_turns=1",
@@ -81,3 +84,34 @@ def test_in_process_instances_run_at_once(small_model_path: Path, sample_repo: P
     assert sorted(r["endpoint"] for r in records) == ["in-process:1", "in-process:2"]
     assert overlapping(records) == 2
     assert all((out / f"{r['id']}.md").read_text().startswith(f"# {r['id']}: ") for r in records)
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_ctrl_c_stops_in_process_explorations_and_keeps_the_answers(
+    small_model_path: Path, sample_repo: Path, tmp_path: Path
+) -> None:
+    queries = write_queries(tmp_path / "q.txt", 6)
+    out = tmp_path / "out"
+    flags = ["--model", str(small_model_path), "--parallel", "2", *SMALL]
+    flags += ["--set", "llama.n_ctx=4096", "--set", "llama.n_threads=1", "--set", "llama.n_threads_batch=1"]
+    proc = subprocess.Popen(
+        batch_args(sample_repo, queries, out, *flags), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=clean_env(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not index_lines(out):  # the first answer is in: the next explorations are running
+            assert time.monotonic() < deadline and proc.poll() is None, "no answer in time"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        stopped = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert time.monotonic() - stopped < 20 and "Traceback" not in stderr
+    answers = sorted(out.glob("*.md"))
+    assert 1 <= len(answers) < 6 and not list(out.glob("*.partial"))
+    assert sorted(r["id"] for r in index_lines(out)) == sorted(a.stem for a in answers)
+    assert all(a.read_text().rstrip().endswith("s_") for a in answers)
