@@ -204,12 +204,31 @@ def _fast_start(args: argparse.Namespace) -> FastStart | None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    """Answer a file of queries (`id<TAB>query` per line), one markdown file per answer."""
-    from mcp_loco.batch import run_batch
+    """Answer a file of queries (`id<TAB>query` per line) several at once, or sum up an answers folder."""
+    from mcp_loco.batch import run_batch, summarize
 
+    if args.summary:
+        _settings(args)  # the log set-up
+        print(summarize(Path(args.summary)).text())
+        return 0
+    missing = [
+        flag for flag, value in (("--root", args.root), ("--queries", args.queries), ("--out", args.out)) if not value
+    ]
+    if missing:
+        print(f"error: batch needs {', '.join(missing)} (or --summary DIR to sum up a finished run)", file=sys.stderr)
+        return 2
     settings = _settings(args)
-    summary = run_batch(settings, Path(args.root), Path(args.queries), Path(args.out))
+    summary = run_batch(
+        settings,
+        Path(args.root),
+        Path(args.queries),
+        Path(args.out),
+        parallel=args.batch_parallel,
+        show_progress=not args.quiet,
+    )
     print(summary.line(), file=sys.stderr)
+    if summary.interrupted:
+        return 130
     return 0 if summary.failed == 0 else 1
 
 
@@ -328,9 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("batch", help="answer a file of queries, one markdown file per answer")
-    p.add_argument("--root", required=True, help="directory to explore")
-    p.add_argument("--queries", required=True, help="tab-separated file: id<TAB>query per line")
-    p.add_argument("--out", required=True, help="folder for the answers (existing ones are skipped)")
+    p.add_argument("--root", help="directory to explore")
+    p.add_argument("--queries", help="tab-separated file: id<TAB>query per line (UTF-8)")
+    p.add_argument("--out", help="folder for the answers and index.jsonl (existing answers are skipped)")
+    p.add_argument(
+        "--parallel",
+        dest="batch_parallel",
+        type=int,
+        metavar="N",
+        help="explorations at once (default: the pool's size, server.parallel)",
+    )
+    p.add_argument("--summary", metavar="DIR", help="print the totals of a batch --out folder and exit")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
     p.add_argument("--max-turns", dest="max_turns", type=int, help="model turns per query")
     p.add_argument("--deadline-s", dest="deadline_s", type=float, help="wall-clock budget per query")
     _model_flags(p)

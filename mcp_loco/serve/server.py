@@ -27,6 +27,7 @@ from mcp_loco.explore.agent import Explorer, Progress
 from mcp_loco.explore.payload import Answer, Detail, present
 from mcp_loco.explore.report import ExploreResult
 from mcp_loco.interfaces import ChatModel, is_within
+from mcp_loco.model.pool import Instances
 from mcp_loco.sandbox import Toolbox
 from mcp_loco.sandbox.denylist import DenyList
 from mcp_loco.sandbox.paths import Root
@@ -64,7 +65,7 @@ class ModelPool:
 
     def __init__(self, settings: Settings, factory: Callable[[], ChatModel] | None = None) -> None:
         self.settings = settings
-        self._factory = factory or self._load
+        self._models = Instances(settings, factory)
         self._free: list[Explorer] = []
         self._all: list[Explorer] = []
         self._lock = threading.Lock()
@@ -76,11 +77,6 @@ class ModelPool:
         self.stopping: str | None = None
         """Set (to the message callers get) once the server shuts down: no call waits or runs any more."""
         self._lent: dict[int, threading.Event] = {}
-
-    def _load(self) -> ChatModel:
-        from mcp_loco.model.backends import load_backend
-
-        return load_backend(self.settings)
 
     def start(self) -> None:
         """Begin loading the models in a background thread (once)."""
@@ -95,7 +91,7 @@ class ModelPool:
         try:
             for _ in range(self.settings.server.parallel):
                 t0 = time.monotonic()
-                explorer = Explorer(self._factory(), self.settings)
+                explorer = Explorer(self._models.load(), self.settings)
                 with self._lock:
                     self._all.append(explorer)
                     self._free.append(explorer)
@@ -169,7 +165,7 @@ class ModelPool:
             explorers, self._all, self._free = self._all, [], []
         for e in explorers:
             e.close()
-            e.model.close()
+        self._models.close_all()
 
 
 def secret_directory(path: str | Path, tools: ToolSettings) -> str | None:
