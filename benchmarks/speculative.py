@@ -206,7 +206,9 @@ def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--shaped", default=None, help="a LocoOperator-4B-shaped GGUF for the batch costs (none: skip)")
-    ap.add_argument("--shaped-only", type=Path, default=None, help="only the batch costs and `auto` on this 4B-shaped GGUF")
+    ap.add_argument(
+        "--shaped-only", type=Path, default=None, help="only the batch costs and `auto` on this 4B-shaped GGUF"
+    )
     args = ap.parse_args()
     logs.configure("warning")
     if args.shaped_only:
