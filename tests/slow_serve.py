@@ -14,10 +14,11 @@ import threading
 import structlog
 
 from mcp_loco import cli
+from mcp_loco.config import Settings
 from mcp_loco.interfaces import Completion, GenerateOptions, Prompt
+from mcp_loco.model import pool
 from mcp_loco.model.backends.replay import ReplayModel
 from mcp_loco.model.protocol import format_call
-from mcp_loco.serve import server
 
 log = structlog.get_logger("slow_serve")
 
@@ -36,11 +37,11 @@ class SlowModel(ReplayModel):
         return completion
 
 
-def _load(self: server.ModelPool) -> SlowModel:
+def _load(settings: Settings) -> SlowModel:
     return SlowModel(float(os.environ.get("LOCO_TEST_TURN_S", "0.2")))
 
 
-server.ModelPool._load = _load  # type: ignore[method-assign]
+pool.load_instance = _load  # every slot of the server's pool loads this model
 
 if __name__ == "__main__":
     sys.exit(cli.main())
