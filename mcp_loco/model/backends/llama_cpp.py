@@ -22,15 +22,16 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from mcp_loco.config import LlamaSettings
+from mcp_loco.errors import BackendError, Cancelled, ModelNotFoundError
+from mcp_loco.interfaces import Completion, FinishReason, GenerateOptions, Prompt, Usage
 from mcp_loco.model.backends import byte_preview
 from mcp_loco.model.backends.llama_load import LIB, load_llama
 from mcp_loco.model.backends.prompt_tokens import PromptTokens, added_markers
 from mcp_loco.model.backends.sampling import DEAD_END, Sampler
 from mcp_loco.model.backends.speculative import WINS_AT, Drafter, DraftStats, batch_gain, unnumbered
-from mcp_loco.config import LlamaSettings
-from mcp_loco.errors import BackendError, Cancelled, ModelNotFoundError
 from mcp_loco.model.grammar import TOOL_CALL_OPEN, generic_tool_call_grammar, validate_grammar
-from mcp_loco.interfaces import Completion, FinishReason, GenerateOptions, Prompt, Usage
+from mcp_loco.model.speed import Point, SpeedProfile, load_points, machine_key
 
 log = structlog.get_logger("mcp_loco.model.backends.llama_cpp")
 
@@ -78,6 +79,46 @@ class LlamaModel:
         self.draft_gain: float | None = None
         """How much faster a fully accepted draft is than decoding it (timed at load when speculative is auto)."""
         self._speculate = self._wants_drafts()
+        self._speed = self._seed_speed()
+
+    def _seed_speed(self) -> SpeedProfile:
+        """Speeds from `doctor --bench` for this file on this machine, else from a quick probe (~1 s on a 4B CPU)."""
+        points = load_points(self.speed_key)
+        if points is not None:
+            return SpeedProfile(points, source="doctor --bench, then measured as it runs")
+        try:
+            point = self._probe()
+        except BackendError as e:  # the loop then budgets by context until a generation is timed
+            log.warning("llama_cpp.speed_unprobed", error=str(e))
+            return SpeedProfile(source="measured as it runs")
+        log.info(
+            "llama_cpp.speed_probe",
+            prefill_tok_s=round(point.prefill_tok_s, 1),
+            decode_tok_s=round(point.decode_tok_s, 1),
+        )
+        return SpeedProfile([point], source="probed at load, then measured as it runs")
+
+    @property
+    def speed_key(self) -> str:
+        """Identifies this model file on this machine with these offload settings (the bench cache's key)."""
+        s = self.settings
+        return machine_key(self.path, f"gpu_layers={s.n_gpu_layers}|threads={s.n_threads}")
+
+    def _probe(self, prompt: int = 32, decode: int = 3) -> Point:
+        """Time a short prompt evaluation and a few one-token decodes; leaves the cache empty."""
+        filler = self._llm.tokenize(b" the quick brown fox jumps over the lazy dog" * (prompt // 8 + 2), add_bos=False)
+        try:
+            started = time.perf_counter()
+            self._eval(filler[:prompt])
+            prefill = time.perf_counter() - started
+            started = time.perf_counter()
+            for token in filler[prompt : prompt + decode]:
+                self._extend([token])
+            dec = time.perf_counter() - started
+        finally:
+            self._drop_after(0)
+            self._fresh = False
+        return Point(0, prompt / prefill, decode / dec)
 
     # ---- ChatModel ---------------------------------------------------------------------------------
 
@@ -85,6 +126,11 @@ class LlamaModel:
     def n_ctx(self) -> int:
         """Context window in tokens."""
         return self._n_ctx
+
+    @property
+    def speed(self) -> SpeedProfile:
+        """Prefill and decode speed by context depth: seeded at load, updated by every generation."""
+        return self._speed
 
     @property
     def drafting(self) -> bool:
@@ -312,6 +358,7 @@ class LlamaModel:
         except Cancelled:
             return Completion("", Usage(prompt_tokens=len(ids)), "cancelled"), None
         prompt_s = time.monotonic() - started
+        self._speed.observe_prefill(evaluated, prompt_s, len(ids) - evaluated)
         forced = grammar is not None and options.force_tool_call
         s = self.settings
         drafter = (
@@ -331,6 +378,7 @@ class LlamaModel:
         gen, text = turn.gen, turn.text
         usage = Usage(prompt_tokens=len(ids), prompt_tokens_evaluated=evaluated, completion_tokens=len(gen))
         gen_s = time.monotonic() - started - prompt_s
+        self._speed.observe_decode(len(gen), gen_s, len(ids))
         log.debug(
             "llama_cpp.completion",
             prompt_tokens=len(ids),
