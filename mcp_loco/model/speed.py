@@ -413,3 +413,70 @@ def bench(model: LlamaModel) -> Iterator[DepthBench]:
     finally:
         b.truncate(0)
         b.close()
+
+
+# ---- published speeds by hardware (the budget simulator's profiles) -----------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A kind of machine: Qwen3-4B Q4_K_M speeds at one or more depths, and where the figures come from."""
+
+    name: str
+    label: str
+    points: tuple[Point, ...]
+    source: str
+
+    def speed(self) -> SpeedProfile:
+        """A SpeedProfile seeded with these figures."""
+        return SpeedProfile(self.points, source=self.name)
+
+
+PROFILES: tuple[Profile, ...] = (
+    Profile(
+        "cpu-2core",
+        "2-core x86 server CPU (this project's)",
+        (Point(1024, 25.42, 9.68), Point(8192, 10.57, 4.08), Point(24576, 5.23, 1.80)),
+        "measured here: benchmarks/results/scale-cpu.json (LocoOperator-4B-shaped, 2 threads, f16 cache)",
+    ),
+    Profile(
+        "cpu-laptop",
+        "laptop / desktop x86 CPU (8-10 cores)",
+        (Point(512, 111.0, 5.9),),
+        "published: llama.cpp on a 20-thread x86 CPU, 111 / 5.9 tok/s (a benchmark file in the code index); "
+        "depth assumed to halve speed near 10K",
+    ),
+    Profile(
+        "apple-metal",
+        "Apple M-series, Metal",
+        (Point(512, 337.0, 37.0), Point(10240, 209.0, 20.0)),
+        "published: llama.cpp Metal on a Mac, 337 / 37 tok/s, at 10K of context 209 / 20 (a benchmark file in the "
+        "code index); MLX on an M3 Pro 615 / 44.6 (ml-explore/mlx-lm PR #1569), llama.cpp on a Mac mini M4 385 / 28",
+    ),
+    Profile(
+        "nvidia-consumer",
+        "consumer NVIDIA GPU (RTX 3090 class)",
+        (Point(512, 6882.0, 195.0),),
+        "published: llama.cpp Vulkan on an RTX 3090, 6,882 / 195 tok/s (a benchmark file in the code index)",
+    ),
+    Profile(
+        "nvidia-datacenter",
+        "NVIDIA GPU, CUDA (a datacenter card is at least this fast)",
+        (Point(512, 6005.0, 164.0),),
+        "published: llama.cpp CUDA on an unnamed NVIDIA GPU, 6,005 / 164 tok/s (a benchmark file in the code "
+        "index); no datacenter-card figure for Qwen3-4B on llama.cpp was found",
+    ),
+)
+
+
+def nearest_profile(point: Point) -> Profile:
+    """The published profile closest to a measured short-context point (by log-distance of both speeds)."""
+
+    def distance(p: Profile) -> float:
+        ref = min(p.points, key=lambda q: q.depth)
+        return (
+            math.log(point.prefill_tok_s / ref.prefill_tok_s) ** 2
+            + math.log(point.decode_tok_s / ref.decode_tok_s) ** 2
+        )
+
+    return min(PROFILES, key=distance)

@@ -104,10 +104,12 @@ class LlamaModel:
         s = self.settings
         return machine_key(self.path, f"gpu_layers={s.n_gpu_layers}|threads={s.n_threads}")
 
-    def _probe(self, prompt: int = 32, decode: int = 3) -> Point:
+    def _probe(self, prompt: int = 48, decode: int = 3) -> Point:
         """Time a short prompt evaluation and a few one-token decodes; leaves the cache empty."""
         filler = self._llm.tokenize(b" the quick brown fox jumps over the lazy dog" * (prompt // 8 + 2), add_bos=False)
         try:
+            self._eval(filler[:1])  # the first evaluation builds llama.cpp's graphs: not part of the speed
+            self._drop_after(0)
             started = time.perf_counter()
             self._eval(filler[:prompt])
             prefill = time.perf_counter() - started
