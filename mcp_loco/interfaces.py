@@ -169,6 +169,11 @@ class Speed(Protocol):
         """The speeds in words, for messages (`prefill 25.4 / decode 9.7 tok/s at 1K of context ...`)."""
         ...
 
+    @property
+    def trusted(self) -> bool:
+        """Whether the figures are recent real measurements, sure enough to refuse a call on."""
+        ...
+
 
 Clock = Callable[[], float]
 """Seconds on a monotonic clock: time.monotonic, or a simulation's virtual clock."""

@@ -289,7 +289,7 @@ class Explorer:
         short report within the budget (the model's measured speed says so)."""
         priced = self.turns.opening_s(run.messages)
         speed = self.turns.speed
-        if priced is None or speed is None:
+        if priced is None or speed is None or not speed.trusted:
             return
         n, need = priced
         budget = run.hard_deadline - run.clock()

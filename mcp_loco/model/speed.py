@@ -278,6 +278,8 @@ SEED_WEIGHT = 64.0
 """How many tokens' worth of evidence a seed point (load probe, cached bench) counts for."""
 DECAY = 0.9
 """Each new observation multiplies the weight of the older ones by this: recent speed counts most."""
+TRUST_S = 600.0
+"""How long timings from real generations stay recent enough to refuse a call on."""
 MIN_PREFILL_TOKENS = 16
 """Prompt evaluations shorter than this are mostly fixed cost and are not learned from."""
 
@@ -289,9 +291,11 @@ class SpeedProfile:
     weighted least squares over recent observations; thread-safe (the backend writes, the loop reads).
     """
 
-    def __init__(self, points: Sequence[Point] = (), *, source: str = "") -> None:
+    def __init__(self, points: Sequence[Point] = (), *, source: str = "", trusted: bool = False) -> None:
         self.source = source
         """Where the seed came from (`probe at load`, `doctor --bench`, a published profile)."""
+        self._trusted = trusted
+        self._observed_at: float | None = None  # when a generation was last timed
         self._obs: dict[str, deque[list[float]]] = {"prefill": deque(maxlen=48), "decode": deque(maxlen=48)}
         self._lock = threading.Lock()
         for p in points:
@@ -309,11 +313,23 @@ class SpeedProfile:
         """Learn from `tokens` prompt tokens evaluated in `seconds` after `depth` cached ones."""
         if tokens >= MIN_PREFILL_TOKENS and seconds > 0:
             self._add("prefill", depth + tokens / 2, seconds / tokens, float(tokens))
+            self._observed_at = time.monotonic()
 
     def observe_decode(self, tokens: int, seconds: float, depth: int) -> None:
         """Learn from `tokens` generated in `seconds` after a prompt of `depth` tokens."""
         if tokens >= 2 and seconds > 0:
             self._add("decode", depth + tokens / 2, seconds / tokens, float(tokens))
+            self._observed_at = time.monotonic()
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the figures are sure enough to refuse a call on: a real generation timed in the last
+        TRUST_S seconds, or figures given as such (a simulation's). A seed alone (a probe right after load,
+        a bench run on a busy day) only shapes the budgeting, so a call still runs and its timings correct it."""
+        if self._trusted:
+            return True
+        seen = self._observed_at
+        return seen is not None and time.monotonic() - seen <= TRUST_S
 
     @property
     def known(self) -> bool:
@@ -428,8 +444,8 @@ class Profile:
     source: str
 
     def speed(self) -> SpeedProfile:
-        """A SpeedProfile seeded with these figures."""
-        return SpeedProfile(self.points, source=self.name)
+        """A SpeedProfile seeded with these figures (trusted: a simulation's machine is this fast by definition)."""
+        return SpeedProfile(self.points, source=self.name, trusted=True)
 
 
 PROFILES: tuple[Profile, ...] = (

@@ -26,7 +26,7 @@ FILES_ONLY = "The model did not write a report"
 
 def slow(prefill: float = 200.0, decode: float = 20.0) -> SpeedProfile:
     """A machine this slow at 1K of context (and slower deeper, as CPUs are)."""
-    return SpeedProfile([Point(1024, prefill, decode)], source="test")
+    return SpeedProfile([Point(1024, prefill, decode)], source="test", trusted=True)
 
 
 def settings(**agent: Any) -> Settings:
@@ -159,6 +159,19 @@ def test_budget_too_small_for_the_question_answers_at_once(sample_repo: Path) ->
     # The deadline it names is enough: the same call with it ends in the model's report.
     result, _, _ = explore(sample_repo, [format_call("Glob", {"pattern": "*"})], slow(5.0, 1.0), need)
     assert not result.report.startswith(FILES_ONLY)
+
+
+def test_a_seed_alone_never_refuses_a_call(sample_repo: Path) -> None:
+    # A probe right after load on a busy machine can be far too pessimistic: the call runs anyway (and its
+    # timings correct the figures); only figures from recent real generations refuse.
+    seed = SpeedProfile([Point(1024, 5.0, 1.0)], source="probed at load")
+    assert not seed.trusted
+    result, model, _clock = explore(sample_repo, [format_call("Glob", {"pattern": "*"})], seed, 30.0)
+    assert model.prompts and result.elapsed_s <= 30.0 + 1e-6
+    seed.observe_prefill(500, 100.0, 0)  # a real generation confirms it
+    assert seed.trusted
+    with pytest.raises(BudgetError):
+        explore(sample_repo, [format_call("Glob", {"pattern": "*"})], seed, 30.0)
 
 
 def test_without_a_speed_the_loop_budgets_as_before(sample_repo: Path) -> None:

@@ -121,10 +121,16 @@ class FunctionModel:
         cached = min(estimate_tokens(text[:common]), n_prompt)
         new, depth = n_prompt - cached, cached
         self._context = text[:common]
+        # llama.cpp's abort callback stops a prompt evaluation within moments of a deadline: so does this.
+        deadline = cancel.deadline if isinstance(cancel, StopSignal) else None
         while depth < n_prompt:  # in batches, as llama.cpp evaluates them
             step = min(512, n_prompt - depth)
-            self.clock.advance(self._speed.prefill_s(step, depth))
-            depth += step
+            seconds = self._speed.prefill_s(step, depth)
+            if deadline is not None and self.clock() + seconds > deadline:
+                self.clock.advance(deadline - self.clock())
+            else:
+                self.clock.advance(seconds)
+                depth += step
             if cancel is not None and cancel.is_set():
                 return Completion("", Usage(prompt_tokens=n_prompt), "cancelled")
         self._context = text
