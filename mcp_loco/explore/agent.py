@@ -121,6 +121,7 @@ class Explorer:
 
     def _run(self, run: Run) -> ExploreResult:
         run.messages = self.turns.opening(run.root, run.question)
+        run.cached = self.turns.cached(run.messages)  # a system prompt the last call left in the cache is free
         if run.depth == 0:
             self._check_affordable(run)
         run.record("start", root=run.root, question=run.question)

@@ -45,8 +45,9 @@ REPORT_SHARE = 0.3
 """Share of an exploration's time budget kept for writing the report (so a short budget still ends in one)."""
 CALL_TOKENS = 64
 """What a tool-call turn writes, about, until the run has timed its own (prices the next turn)."""
-MIN_REPORT_TOKENS = 160
-"""The shortest report worth writing: the loop keeps the time to evaluate what it read and write this much."""
+MIN_REPORT_TOKENS = 96
+"""The shortest report worth writing (a paragraph and a few paths): the loop keeps the time to evaluate what
+it read and write this much."""
 REPORT_MARGIN = 0.9
 """Share of the time left that the report is sized to, since speeds are estimates."""
 HEARTBEAT_S = 5.0
@@ -365,6 +366,11 @@ class Turns:
         """The model's measured speed (None: budget by turns and context only)."""
         return getattr(self.model, "speed", None)
 
+    def cached(self, messages: Sequence[Message]) -> int:
+        """Tokens of this conversation the model's prefix cache holds already (a backend without one: 0)."""
+        held = getattr(self.model, "cached_tokens", None)
+        return int(held(render(messages))) if callable(held) else 0
+
     def nudge_tokens(self) -> int:
         """What the report request adds to the prompt, about."""
         return self.count(FINAL_NUDGE.format(budget="time budget")) + WRAPPER_TOKENS
@@ -478,7 +484,7 @@ class Turns:
         if speed is None:
             return None
         n = self.count_prompt(messages)
-        return n, self.report_s(speed, n, 0)
+        return n, self.report_s(speed, n, self.cached(messages))
 
     # ---- serving ----------------------------------------------------------------------------------
 

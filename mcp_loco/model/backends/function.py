@@ -87,6 +87,13 @@ class FunctionModel:
         """Estimated from the length of the text."""
         return estimate_tokens(prompt_text(prompt))
 
+    def cached_tokens(self, prompt: Prompt) -> int:
+        """Tokens of the prompt a simulated generation has evaluated already (0 without a clock)."""
+        if self.clock is None:
+            return 0
+        text = prompt_text(prompt)
+        return estimate_tokens(text[: _common_prefix(self._context, text)])
+
     def complete(self, prompt: Prompt, options: GenerateOptions, cancel: threading.Event | None = None) -> Completion:
         """The function's reply; a cancel during the delay ends the turn as a real backend does."""
         if cancel is not None and cancel.is_set():

@@ -96,7 +96,9 @@ class LlamaModel:
             prefill_tok_s=round(point.prefill_tok_s, 1),
             decode_tok_s=round(point.decode_tok_s, 1),
         )
-        return SpeedProfile([point], source="probed at load, then measured as it runs")
+        speed = SpeedProfile([point], source="probed at load, then measured as it runs")
+        speed.measured_now()
+        return speed
 
     @property
     def speed_key(self) -> str:
@@ -172,6 +174,17 @@ class LlamaModel:
         if completion.finish_reason != "cancelled" and own is not None:
             self._tokens.remember(prompt[-1].text if prompt else "", completion.text, own)
         return completion
+
+    def cached_tokens(self, prompt: Prompt) -> int:
+        """How many of the prompt's leading tokens the context already holds (evaluated, reused by the next call)."""
+        ids = self.tokenize(prompt)
+        with self._lock:
+            llm = self._llm
+            if llm is None:
+                return 0
+            n = min(int(llm.n_tokens), len(ids))
+            differ = np.flatnonzero(llm.input_ids[:n] != np.asarray(ids[:n], dtype=llm.input_ids.dtype))
+            return int(differ[0]) if differ.size else n
 
     def snapshot(self) -> object:
         """A copy of the evaluated context (KV cache included), to come back to after another conversation."""
