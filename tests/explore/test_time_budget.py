@@ -271,3 +271,37 @@ def test_report_length_follows_the_time_left(tmp_path: Path) -> None:
     assert short is not None and longer is not None
     assert 100 < short < 200 < longer  # ~20 tok/s for 90% of 10 s, then of 30 s
     turns.close()
+
+
+class Slowing:
+    """A machine that slows down once it writes: each token costs 4 times what the estimate said."""
+
+    def __init__(self, inner: SpeedProfile) -> None:
+        self.inner = inner
+        self.trusted = True
+
+    def prefill_s(self, tokens: int, depth: int) -> float:
+        return self.inner.prefill_s(tokens, depth)
+
+    def decode_s(self, tokens: int, depth: int) -> float:
+        # The stand-in charges one token at a time; the loop prices many at once.
+        return self.inner.decode_s(tokens, depth) * (4 if tokens == 1 else 1)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+def test_a_report_cut_by_the_clock_keeps_what_the_model_wrote(sample_repo: Path) -> None:
+    clock = VirtualClock()
+    model = FunctionModel(
+        Script(sample_repo, [format_call("Glob", {"pattern": "*"})]), speed=Slowing(slow()), clock=clock
+    )
+    explorer = Explorer(model, settings(max_turns=1), clock=clock)
+    try:
+        result = explorer.explore(sample_repo, "Where is the config loaded?", deadline_s=30)
+    finally:
+        explorer.close()
+    assert result.elapsed_s <= 30.0 + 0.5  # the token being written when the deadline struck
+    assert not result.report.startswith(FILES_ONLY)
+    assert result.report.startswith("The config is loaded by load_config")
+    assert result.report.endswith("[the report was cut where the time budget ended]")
