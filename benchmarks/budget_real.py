@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/budget_real.py --model loco4b-shaped-L36-Q4_K_M.gguf [--budget 100] [--json F]
 
-The real Explorer on this project's tree with the in-process LlamaModel. Each tool turn of the scripted
-session (benchmarks/_common.py) is force-fed: its new prompt tokens are evaluated and the recorded call is
+The real Explorer on this project's tree with the in-process LlamaModel. Each tool turn of the recorded
+typical session (mcp_loco/explore/simulate.py, the budget simulator's) is force-fed: its new prompt tokens are evaluated and the recorded call is
 decoded token by token, as generation would (random weights write nonsense, so they cannot choose the
 calls). The report turn is generated freely by the model, under the loop's own budgeting: what is
 measured is whether the call ends within its budget with a report the model wrote (not the files-only
@@ -12,20 +12,22 @@ fallback), how many turns ran, and when.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, emit, parser, session
+from _common import ROOT, emit, parser
 
 from mcp_loco import logs
 from mcp_loco.config import Settings
-from mcp_loco.errors import Cancelled
+from mcp_loco.errors import BudgetError, Cancelled
 from mcp_loco.explore.agent import Explorer
+from mcp_loco.explore.simulate import SESSION
 from mcp_loco.interfaces import Completion, GenerateOptions, Prompt, Usage
 from mcp_loco.model.backends.llama_cpp import LlamaModel
-from mcp_loco.model.protocol import prompt_text
+from mcp_loco.model.protocol import format_call, prompt_text
 
 QUESTION = "Where is the settings precedence implemented?"
 NUDGE_MARK = "do not call any more tools"
@@ -72,9 +74,42 @@ class ForcedModel(LlamaModel):
         return Completion(text, usage)
 
 
+def one_call(explorer: Explorer, model: ForcedModel, budget: float) -> dict[str, Any]:
+    """One exploration; what it did, printed and returned."""
+    started = time.monotonic()
+    try:
+        result = explorer.explore(ROOT, QUESTION, deadline_s=budget)
+    except BudgetError as e:
+        wall = time.monotonic() - started
+        print(f"budget {budget:.0f} s: refused after {wall:.1f} s: {e}", flush=True)
+        return {"wall_s": round(wall, 1), "refused": str(e)}
+    wall = time.monotonic() - started
+    by_model = not result.report.startswith("The model did not write a report")
+    for row in model.rows:
+        print(f"  {row}", flush=True)
+    report = model.rows[-1]["completion_tokens"] if model.rows and model.rows[-1]["turn"] == "report" else 0
+    print(
+        f"budget {budget:.0f} s: ended after {wall:.1f} s, {result.turns} turns, stop {result.stop_reason}, "
+        f"report {'written by the model' if by_model else 'FILES-ONLY FALLBACK'} ({report} tokens); "
+        f"speed now: {model.speed.describe()}",
+        flush=True,
+    )
+    return {
+        "wall_s": round(wall, 1),
+        "turns": result.turns,
+        "stop_reason": result.stop_reason,
+        "report_by_model": by_model,
+        "report_tokens": report,
+        "usage": result.usage.model_dump(),
+        "rows": model.rows,
+        "speed_after": model.speed.describe(),
+    }
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--budget", type=float, default=100.0, help="deadline_s of the call (default: the product's)")
+    ap.add_argument("--calls", type=int, default=1, help="calls in a row on the loaded model, as a server makes them")
     args = ap.parse_args()
     if args.model is None:
         raise SystemExit("--model GGUF is required (benchmarks/synthetic_model.py writes the 4B-shaped one)")
@@ -82,40 +117,25 @@ def main() -> None:
     settings = Settings()
     settings.llama.n_threads = settings.llama.n_threads_batch = args.threads
     settings.agent.task_depth = 0
-    _, turns = session(QUESTION)
+    root = str(ROOT.resolve())
+    recorded = [
+        "\n".join(format_call(n, json.loads(json.dumps(a).replace("{root}", root))) for n, a in calls)
+        for calls in SESSION
+    ]
     t0 = time.monotonic()
-    model = ForcedModel(args.model, settings.llama, [text for text, _ in turns])
+    model = ForcedModel(args.model, settings.llama, [*recorded, "(the answer turn: never forced)"])
     load_s = time.monotonic() - t0
     print(f"loaded in {load_s:.1f} s; speed seeded: {model.speed.describe()}", flush=True)
     explorer = Explorer(model, settings)
+    calls = []
     try:
-        started = time.monotonic()
-        result = explorer.explore(ROOT, QUESTION, deadline_s=args.budget)
-        wall = time.monotonic() - started
+        for _ in range(args.calls):
+            model.index, model.rows = 0, []
+            calls.append(one_call(explorer, model, args.budget))
     finally:
         explorer.close()
         model.close()
-    by_model = not result.report.startswith("The model did not write a report")
-    for row in model.rows:
-        print(f"  {row}", flush=True)
-    figures = {
-        "budget_s": args.budget,
-        "wall_s": round(wall, 1),
-        "load_s": round(load_s, 1),
-        "turns": result.turns,
-        "stop_reason": result.stop_reason,
-        "report_by_model": by_model,
-        "report_tokens": model.rows[-1]["completion_tokens"] if model.rows else 0,
-        "usage": result.usage.model_dump(),
-        "rows": model.rows,
-        "speed_after": model.speed.describe(),
-    }
-    print(
-        f"budget {args.budget:.0f} s: ended after {wall:.1f} s, {result.turns} tool turns, stop {result.stop_reason}, "
-        f"report {'written by the model' if by_model else 'FILES-ONLY FALLBACK'} "
-        f"({figures['report_tokens']} tokens)",
-        flush=True,
-    )
+    figures = {"budget_s": args.budget, "load_s": round(load_s, 1), "calls": calls}
     emit(args, figures)
 
 
