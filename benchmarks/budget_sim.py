@@ -16,10 +16,20 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from mcp_loco import logs
 from mcp_loco.explore.simulate import simulate
 from mcp_loco.model.speed import PROFILES
+
+
+def cell(r: dict[str, Any]) -> str:
+    """One simulated exploration in a few words."""
+    if r["stop_reason"] == "refused":
+        return "refused at once (the question alone outlasts the budget)"
+    turns = f"{r['turns']} tool turn{'s' if r['turns'] != 1 else ''}"
+    report = f"{r['report_tokens']:,}-token report" if r["by_model"] else "NO model report"
+    return f"{turns}, {r['tokens_read']:,} tokens read, {report}, ended at {r['wall_s']:.0f} s"
 
 
 def main() -> None:
@@ -36,17 +46,18 @@ def main() -> None:
             sim = simulate(profile.speed(), budget)
             rows.append({"profile": profile.name, "label": profile.label, **asdict(sim)})
     took = time.perf_counter() - started
-    if args.markdown:
+    if args.markdown:  # one row per machine, one cell per budget
         print(
-            "| machine | budget | tool turns | prompt tokens read | report tokens | ended after | report by the model |"
+            "| machine (prefill / decode tok/s, short context) | "
+            + " | ".join(f"{b:.0f} s" for b in args.budgets)
+            + " |"
         )
-        print("|:---|---:|---:|---:|---:|---:|:---|")
-        for r in rows:
-            written = "yes" if r["by_model"] else ("refused at once" if r["stop_reason"] == "refused" else "no")
-            print(
-                f"| {r['label']} | {r['budget_s']:.0f} s | {r['turns']} | {r['tokens_read']:,} | "
-                f"{r['report_tokens']:,} | {r['wall_s']:.0f} s | {written} |"
-            )
+        print("|:---|" + ":---|" * len(args.budgets))
+        for profile in PROFILES:
+            short = min(profile.points, key=lambda p: p.depth)
+            cells = [cell(r) for r in rows if r["profile"] == profile.name]
+            head = f"{profile.label} ({short.prefill_tok_s:,g} / {short.decode_tok_s:,g})"
+            print(f"| {head} | " + " | ".join(cells) + " |")
     else:
         print(f"{'profile':18} {'budget':>7} {'turns':>6} {'read':>7} {'report':>7} {'wall':>7}  by model  stop")
         for r in rows:

@@ -48,6 +48,8 @@ CALL_TOKENS = 64
 MIN_REPORT_TOKENS = 96
 """The shortest report worth writing (a paragraph and a few paths): the loop keeps the time to evaluate what
 it read and write this much."""
+TURN_REPORT_TOKENS = 2 * MIN_REPORT_TOKENS
+"""Another tool turn starts only if a report this long still fits after it (more reading, but not at any price)."""
 REPORT_MARGIN = 0.9
 """Share of the time left that the report is sized to, since speeds are estimates."""
 HEARTBEAT_S = 5.0
@@ -389,7 +391,7 @@ class Turns:
             reply, n_prompt
         )
         after = n_prompt + reply
-        report = self.report_s(speed, after + self.nudge_tokens() + MIN_RESULT_ROOM, after)
+        report = self.report_s(speed, after + self.nudge_tokens() + MIN_RESULT_ROOM, after, TURN_REPORT_TOKENS)
         now = run.clock()
         return now + cost <= run.stop.deadline and now + cost + report <= run.hard_deadline
 
@@ -401,11 +403,12 @@ class Turns:
         left = run.hard_deadline - run.clock()
         nudge = self.nudge_tokens()
         lo, hi = 0, max(self.model.n_ctx - base, 0)
-        if self.report_s(speed, base + nudge, run.cached) > left:
+        want = TURN_REPORT_TOKENS  # results that leave only the shortest report are not worth their reading time
+        if self.report_s(speed, base + nudge, run.cached, want) > left:
             return 0
         while lo < hi:  # the largest size whose report still fits (the cost grows with it)
             mid = (lo + hi + 1) // 2
-            if self.report_s(speed, base + mid + nudge, run.cached) <= left:
+            if self.report_s(speed, base + mid + nudge, run.cached, want) <= left:
                 lo = mid
             else:
                 hi = mid - 1
