@@ -464,6 +464,7 @@ class Turns:
             prefix = min(cached, self.count_prompt(messages[:i]))  # cutting it re-evaluates what follows
             if cost(trial, prefix) < cost(messages, cached):
                 messages, cached = trial, prefix
+        run.cached = cached  # what the model still holds of this prompt, for sizing the report
         return messages
 
     def report_tokens(self, run: Run, n_prompt: int, cached: int) -> int | None:
