@@ -185,7 +185,7 @@ def run_bench(settings: Settings) -> int:
     try:
         path = _local_model(settings)
         t0 = time.monotonic()
-        model = LlamaModel(path, settings.llama)
+        model = LlamaModel(path, settings.llama, probe=False)  # the bench measures more than the probe would
     except LocoError as e:
         print(f"bench: FAILED - {e}")
         return 1

@@ -162,3 +162,16 @@ def test_backends_without_a_measurement_say_so() -> None:
         assert http.speed is None
     finally:
         http.close()
+
+
+def test_without_the_probe_the_speed_is_learned_from_the_first_generation(small_model_path: Path, cache: Path) -> None:
+    from mcp_loco.model.backends.llama_cpp import LlamaModel
+
+    model = LlamaModel(small_model_path, LlamaSettings(n_ctx=2048, n_threads=1, n_threads_batch=1), probe=False)
+    try:
+        assert not model.speed.known and not model.speed.trusted
+        long_text = "".join(f"x{i} = {i}\n" for i in range(200))
+        model.complete(render([Message("user", long_text)]), GenerateOptions(max_tokens=8, temperature=0.0))
+        assert model.speed.prefill_s(100, 0) > 0 and model.speed.trusted
+    finally:
+        model.close()

@@ -47,7 +47,7 @@ def _find_stop(text: bytes, stops: Sequence[bytes], new: int) -> int:
 class LlamaModel:
     """A GGUF model run in-process by llama-cpp-python; one conversation at a time."""
 
-    def __init__(self, model_path: str | Path, settings: LlamaSettings | None = None) -> None:
+    def __init__(self, model_path: str | Path, settings: LlamaSettings | None = None, *, probe: bool = True) -> None:
         self.settings = settings or LlamaSettings()
         self.path = Path(model_path).expanduser()
         if not self.path.is_file():
@@ -79,13 +79,16 @@ class LlamaModel:
         self.draft_gain: float | None = None
         """How much faster a fully accepted draft is than decoding it (timed at load when speculative is auto)."""
         self._speculate = self._wants_drafts()
-        self._speed = self._seed_speed()
+        self._speed = self._seed_speed(probe)
 
-    def _seed_speed(self) -> SpeedProfile:
-        """Speeds from `doctor --bench` for this file on this machine, else from a quick probe (~1 s on a 4B CPU)."""
+    def _seed_speed(self, probe: bool) -> SpeedProfile:
+        """Speeds from `doctor --bench` for this file on this machine, else from a quick probe (~2 s on a 4B CPU)
+        unless told not to (doctor --bench measures them itself)."""
         points = load_points(self.speed_key)
         if points is not None:
             return SpeedProfile(points, source="doctor --bench, then measured as it runs")
+        if not probe:
+            return SpeedProfile(source="measured as it runs")
         try:
             point = self._probe()
         except BackendError as e:  # the loop then budgets by context until a generation is timed
