@@ -245,13 +245,15 @@ def recommend(points: Sequence[Point], settings: Settings) -> None:
     print(
         f"bench: this machine is closest to the '{profile.name}' profile ({profile.label}) of the README's budget table"
     )
-    advice = advise(SpeedProfile(points, source="doctor --bench"), settings)
+    # In the simulation these speeds are the machine's by definition: trusted, as fresh timings would be.
+    advice = advise(SpeedProfile(points, source="doctor --bench", trusted=True), settings)
     d, a = advice.at_default, advice.at_advised
-    print(
-        f"bench: simulated at the default {d.budget_s:.0f} s budget: {d.turns} tool turns, "
-        f"{d.tokens_read} prompt tokens read, report {'written by the model' if d.by_model else 'not written'}"
-        + ("" if d.by_model else f" ({d.stop_reason})")
-    )
+    if d.stop_reason == "refused":
+        outcome = "refused at once: reading the question and writing a short report alone outlast it"
+    else:
+        written = "written by the model" if d.by_model else f"not written ({d.stop_reason})"
+        outcome = f"{d.turns} tool turns, {d.tokens_read} prompt tokens read, report {written}"
+    print(f"bench: simulated at the default {d.budget_s:.0f} s budget: {outcome}")
     a_turns = f"{a.turns} tool turns and a {a.report_tokens}-token report in {a.wall_s:.0f} s"
     print(
         f"bench: recommended here: --set agent.deadline_s={advice.deadline_s} --set agent.max_turns={advice.max_turns} "
