@@ -305,3 +305,32 @@ def test_a_report_cut_by_the_clock_keeps_what_the_model_wrote(sample_repo: Path)
     assert not result.report.startswith(FILES_ONLY)
     assert result.report.startswith("The config is loaded by load_config")
     assert result.report.endswith("[the report was cut where the time budget ended]")
+
+
+def test_a_sub_exploration_reports_by_the_parents_work_deadline(sample_repo: Path) -> None:
+    root = big_repo(sample_repo, lines=300)
+    task = format_call("Task", {"description": "find", "prompt": "Which function loads the TOML config?"})
+    glob = format_call("Glob", {"pattern": "**/*.py", "path": str(root)})
+    clock = VirtualClock()
+    ended: dict[str, float] = {}
+
+    def script(req: Request) -> str:
+        last_user = req.prompt.rsplit("<|im_start|>user\n", 1)[-1]
+        sub = "Where is the config loaded?" not in req.prompt  # the parent's question is in every parent prompt
+        if NUDGE_MARK in last_user:
+            ended["sub" if sub else "parent"] = clock()
+            return REPORT.format(root=root)
+        return glob if sub or req.index > 0 else task
+
+    model = FunctionModel(script, speed=slow(400.0, 40.0), clock=clock)
+    explorer = Explorer(model, settings(task_depth=1, max_turns=40), clock=clock)  # the sub gets 20 turns
+    try:
+        result = explorer.explore(root, "Where is the config loaded?", deadline_s=60)
+    finally:
+        explorer.close()
+    assert "sub" in ended and "parent" in ended, ended
+    # The sub-exploration was asked for its report before the parent's work deadline (70% of 60 s), so the
+    # parent had its own time to report.
+    assert ended["sub"] <= 60 * 0.7 and ended["parent"] <= 60 * 0.7 + 1.0
+    assert not result.report.startswith(FILES_ONLY) and result.elapsed_s <= 60.5
+    assert any(c.name.startswith("Task") for c in result.tool_calls)
