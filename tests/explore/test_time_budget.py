@@ -334,3 +334,42 @@ def test_a_sub_exploration_reports_by_the_parents_work_deadline(sample_repo: Pat
     assert ended["sub"] <= 60 * 0.7 and ended["parent"] <= 60 * 0.7 + 1.0
     assert not result.report.startswith(FILES_ONLY) and result.elapsed_s <= 60.5
     assert any(c.name.startswith("Task") for c in result.tool_calls)
+
+
+def test_results_are_sized_when_served_to_what_the_time_left_can_read(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    speed = slow(200.0, 20.0)
+    model = FunctionModel(lambda r: "", speed=speed, clock=clock)
+    turns = Turns(model, settings())
+    messages = conversation("x")[:3]
+    big = "".join(f"{i}\tline {i} of the file\n" for i in range(3000))
+    for left, cut in ((20.0, True), (600.0, False)):
+        run = run_state(tmp_path, model, clock, messages, left=left)
+        run.cached = turns.count_prompt(messages)
+        [served] = turns.tool_messages(messages, [big], run)
+        assert ("cut to fit the time left" in served.content) == cut
+        if cut:  # what was kept can still be read, and a 192-token report written, in the time left
+            room = turns.result_room(run, turns.count_prompt(messages))
+            assert room is not None and turns.count(served.content) <= room
+            n = turns.count_prompt([*messages, served]) + turns.nudge_tokens()
+            assert turns.report_s(speed, n, run.cached, 192) <= left
+    # Without a run (the evals), only the context window sizes results.
+    [plain] = turns.tool_messages(messages, [big])
+    assert "the time left" not in plain.content
+    turns.close()
+
+
+def test_a_system_prompt_already_in_the_cache_is_not_priced_again(sample_repo: Path) -> None:
+    clock = VirtualClock()
+    # Reading is slow (the 500-token opening alone takes 10 s), writing fast.
+    speed = SpeedProfile([Point(1024, 50.0, 200.0)], source="test", trusted=True)
+    model = FunctionModel(Script(sample_repo, [format_call("Glob", {"pattern": "*"})]), speed=speed, clock=clock)
+    explorer = Explorer(model, settings(max_turns=1), clock=clock)
+    try:
+        with pytest.raises(BudgetError):  # a cold model cannot read the question in 8 s
+            explorer.explore(sample_repo, "Where is the config loaded?", deadline_s=8)
+        explorer.explore(sample_repo, "Where is the config loaded?", deadline_s=60)  # warms the cache
+        warm = explorer.explore(sample_repo, "Where is the config loaded?", deadline_s=8)
+    finally:
+        explorer.close()
+    assert not warm.report.startswith(FILES_ONLY) and warm.elapsed_s <= 8.5
