@@ -106,6 +106,7 @@ def test_a_broken_cache_file_is_ignored(cache: Path, content: str) -> None:
 # ---- the real backend ----------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_loaded_model_probes_its_speed_and_learns_from_each_generation(small_model_path: Path, cache: Path) -> None:
     from mcp_loco.model.backends.llama_cpp import LlamaModel
 
@@ -117,14 +118,14 @@ def test_loaded_model_probes_its_speed_and_learns_from_each_generation(small_mod
         assert speed.known and "probed at load" in speed.describe()
         assert speed.trusted  # measured here just now: a call may be refused on it
         probed = speed.at(1024)
-        long_text = "".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(120))
+        long_text = "".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(30))
         out = model.complete(
             render([Message("user", "Explain this file."), Message("tool", long_text)]),
             GenerateOptions(max_tokens=24, temperature=0.0),
         )
-        assert out.usage.prompt_tokens_evaluated > 1000
+        assert out.usage.prompt_tokens_evaluated > 300
         learned = speed.at(1024)
-        # The prompt of 1000+ tokens and the reply were timed and moved both estimates.
+        # The prompt of 300+ tokens and the reply were timed and moved both estimates.
         assert learned.prefill_tok_s != probed.prefill_tok_s
         assert learned.decode_tok_s != probed.decode_tok_s or out.usage.completion_tokens < 2
         # Pricing the turn it just ran comes out near what it took (same machine, same minute).
@@ -133,6 +134,7 @@ def test_loaded_model_probes_its_speed_and_learns_from_each_generation(small_mod
         model.close()
 
 
+@pytest.mark.model
 def test_loaded_model_starts_from_the_cached_bench(small_model_path: Path, cache: Path) -> None:
     from mcp_loco.model.backends.llama_cpp import LlamaModel
 
@@ -164,13 +166,14 @@ def test_backends_without_a_measurement_say_so() -> None:
         http.close()
 
 
+@pytest.mark.model
 def test_without_the_probe_the_speed_is_learned_from_the_first_generation(small_model_path: Path, cache: Path) -> None:
     from mcp_loco.model.backends.llama_cpp import LlamaModel
 
     model = LlamaModel(small_model_path, LlamaSettings(n_ctx=2048, n_threads=1, n_threads_batch=1), probe=False)
     try:
         assert not model.speed.known and not model.speed.trusted
-        long_text = "".join(f"x{i} = {i}\n" for i in range(200))
+        long_text = "".join(f"x{i} = {i}\n" for i in range(40))
         model.complete(render([Message("user", long_text)]), GenerateOptions(max_tokens=8, temperature=0.0))
         assert model.speed.prefill_s(100, 0) > 0 and model.speed.trusted
     finally:
