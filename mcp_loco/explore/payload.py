@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from mcp_loco.explore.report import Citation, ExploreResult, Quote, StopReason, ToolCallRecord
 from mcp_loco.interfaces import Usage
+from mcp_loco.explore.report import Citation, ExploreResult, Quote, StopReason, ToolCallRecord
 
 Detail = Literal["brief", "full"]
 BOUND_RATIO = 1.3
