@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 from mcp_loco.config import Settings
 from mcp_loco.errors import LocoError
 from mcp_loco.interfaces import GenerateOptions, Segment
-from mcp_loco.model.speed import DepthBench, Point, Shape, bench, estimate_seconds
+from mcp_loco.model.speed import (
+    DepthBench,
+    Point,
+    Shape,
+    SpeedProfile,
+    bench,
+    estimate_seconds,
+    nearest_profile,
+    save_points,
+)
 
 if TYPE_CHECKING:
     from mcp_loco.model.modelfiles import Located
@@ -184,7 +193,7 @@ def run_bench(settings: Settings) -> int:
     try:
         path = _local_model(settings)
         t0 = time.monotonic()
-        model = LlamaModel(path, settings.llama)
+        model = LlamaModel(path, settings.llama, probe=False)  # the bench measures more than the probe would
     except LocoError as e:
         print(f"bench: FAILED - {e}")
         return 1
@@ -205,6 +214,7 @@ def run_bench(settings: Settings) -> int:
         turns.close()
         with bench(model) as b:
             points = _bench_points(b)
+        key = model.speed_key
     finally:
         model.close()
     for p in points:
@@ -225,7 +235,43 @@ def run_bench(settings: Settings) -> int:
         print(f"bench: it needs about {needed} tokens of context, more than llama.n_ctx={model.n_ctx}: raise it")
     if not fits:
         print("bench: to fit, set " + "; or ".join(fixes(points, settings, shape)))
+    try:
+        saved = save_points(key, points, note=f"doctor --bench, {path.name}")
+        print(f"bench: saved to {saved}: the model starts from these speeds at load instead of a probe")
+    except OSError as e:
+        print(f"bench: could not save the speeds ({e.strerror}); the model probes its speed at load instead")
+    recommend(points, settings)
     return 0
+
+
+def recommend(points: Sequence[Point], settings: Settings) -> None:
+    """Name the README's budget-table profile this machine matches, and the budget settings the simulator advises."""
+    from mcp_loco.explore.simulate import advise
+
+    short = min(points, key=lambda p: p.depth)
+    profile = nearest_profile(short)
+    print(
+        f"bench: this machine is closest to the '{profile.name}' profile ({profile.label}) of the README's budget table"
+    )
+    # In the simulation these speeds are the machine's by definition: trusted, as fresh timings would be.
+    advice = advise(SpeedProfile(points, source="doctor --bench", trusted=True), settings)
+    d, a = advice.at_default, advice.at_advised
+    if d.stop_reason == "refused":
+        outcome = "refused at once: reading the question and writing a short report alone outlast it"
+    else:
+        written = "written by the model" if d.by_model else f"not written ({d.stop_reason})"
+        outcome = f"{d.turns} tool turns, {d.tokens_read} prompt tokens read, report {written}"
+    print(f"bench: simulated at the default {d.budget_s:.0f} s budget: {outcome}")
+    a_turns = f"{a.turns} tool turns and a {a.report_tokens}-token report in {a.wall_s:.0f} s"
+    print(
+        f"bench: recommended here: --set agent.deadline_s={advice.deadline_s} --set agent.max_turns={advice.max_turns} "
+        f"--set tools.max_output_chars={advice.max_output_chars} (simulated: {a_turns})"
+    )
+    if advice.deadline_s > CLIENT_LIMIT_S:
+        print(
+            f"bench: a {advice.deadline_s} s call outlasts Claude Code's {CLIENT_LIMIT_S:.0f} s: raise "
+            f"CLAUDE_CODE_MCP_AUTO_BACKGROUND_MS, or use {GPU_HINT}"
+        )
 
 
 def _bench_points(b: DepthBench, budget_s: float = 6.0) -> list[Point]:

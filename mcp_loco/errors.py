@@ -27,3 +27,7 @@ class Cancelled(LocoError):
 
 class RootError(LocoError):
     """A path given by the caller is not a directory inside an allowed root."""
+
+
+class BudgetError(LocoError):
+    """The time budget cannot buy even the shortest answer on this machine: the message says what would."""

@@ -154,12 +154,42 @@ class GenerateOptions:
     """Called with each piece of text as it is generated (a streaming preview; the Completion's text is authoritative)."""
 
 
+class Speed(Protocol):
+    """How long a backend takes to evaluate and to write tokens at a context depth (measured, not promised)."""
+
+    def prefill_s(self, tokens: int, depth: int) -> float:
+        """Seconds to evaluate `tokens` prompt tokens after `depth` cached ones."""
+        ...
+
+    def decode_s(self, tokens: int, depth: int) -> float:
+        """Seconds to write `tokens` tokens after a prompt of `depth` tokens."""
+        ...
+
+    def describe(self) -> str:
+        """The speeds in words, for messages (`prefill 25.4 / decode 9.7 tok/s at 1K of context ...`)."""
+        ...
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the figures are recent real measurements, sure enough to refuse a call on."""
+        ...
+
+
+Clock = Callable[[], float]
+"""Seconds on a monotonic clock: time.monotonic, or a simulation's virtual clock."""
+
+
 class ChatModel(Protocol):
     """A backend that continues a rendered prompt."""
 
     @property
     def n_ctx(self) -> int:
         """Context window in tokens."""
+        ...
+
+    @property
+    def speed(self) -> Speed | None:
+        """Its measured speed, so a turn can be priced before it starts (None: not known)."""
         ...
 
     def count_tokens(self, prompt: Prompt) -> int:
@@ -178,10 +208,11 @@ class ChatModel(Protocol):
 class StopSignal(threading.Event):
     """Set by the caller's cancel, by `set()`, or once the deadline passes; backends poll `is_set()`."""
 
-    def __init__(self, parent: threading.Event | None, deadline: float) -> None:
+    def __init__(self, parent: threading.Event | None, deadline: float, clock: Clock = time.monotonic) -> None:
         super().__init__()
         self.parent = parent
         self.deadline = deadline
+        self.clock = clock
 
     @property
     def cancelled(self) -> bool:
@@ -190,7 +221,7 @@ class StopSignal(threading.Event):
 
     def is_set(self) -> bool:
         """True once cancelled or past the deadline."""
-        return super().is_set() or self.cancelled or time.monotonic() >= self.deadline
+        return super().is_set() or self.cancelled or self.clock() >= self.deadline
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait in short steps so the deadline and the parent are noticed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,8 +14,9 @@ from server_helpers import BIN
 from mcp_loco.config import LlamaSettings, Settings
 from mcp_loco.doctor import CLIENT_LIMIT_S, GPU_HINT, exploration_shape, fixes
 from mcp_loco.errors import BackendError
+from mcp_loco.explore.simulate import USEFUL_TURNS, advise
 from mcp_loco.model.backends.speculative import WINS_AT
-from mcp_loco.model.speed import DepthBench, Point, Shape, estimate_seconds, repeat_state
+from mcp_loco.model.speed import PROFILES, DepthBench, Point, Shape, estimate_seconds, repeat_state
 
 
 def test_estimate_adds_each_turns_prefill_and_decode_at_its_depth() -> None:
@@ -72,14 +74,26 @@ def test_filled_cache_holds_the_depth_and_is_read_by_attention(small_model_path:
         model.close()
 
 
+def test_advice_comes_from_the_simulator_for_slow_and_fast_machines() -> None:
+    slow = advise(PROFILES[0].speed())  # this project's 2 cores at the 4B shape
+    assert slow.deadline_s > 100 and slow.at_advised.by_model and slow.at_advised.turns >= USEFUL_TURNS
+    assert slow.max_turns == min(10, slow.at_advised.turns + 1) and slow.max_output_chars < 40000
+    assert slow.at_default.budget_s == 100 and slow.at_default.turns < USEFUL_TURNS
+    fast = advise(next(p for p in PROFILES if p.name == "nvidia-consumer").speed())
+    assert (fast.deadline_s, fast.max_turns, fast.max_output_chars) == (100, 10, 40000)
+    assert fast.at_default.by_model and fast.at_default.stop_reason == "answered"
+
+
 @pytest.mark.model
 @pytest.mark.slow
-def test_doctor_bench_estimates_an_exploration(small_model_path: Path) -> None:
+def test_doctor_bench_estimates_an_exploration(small_model_path: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_LOCO_")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     done = subprocess.run(
         [str(BIN), "doctor", "--bench", "--model", str(small_model_path), "--set", "llama.n_ctx=8192"],
         capture_output=True,
         text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MCP_LOCO_")},
+        env=env,
         timeout=300,
         check=False,
     )
@@ -97,3 +111,19 @@ def test_doctor_bench_estimates_an_exploration(small_model_path: Path) -> None:
     spec = re.search(r"^bench: speculative decoding (on|off) \(auto\): .* is ([\d.]+)x faster", done.stdout, re.M)
     assert spec is not None, done.stdout
     assert (spec.group(1) == "on") == (float(spec.group(2)) >= WINS_AT), spec.group(0)
+    # It names the README profile this machine is closest to, and the settings the simulator advises.
+    named = re.search(r"^bench: this machine is closest to the '([\w-]+)' profile", done.stdout, re.M)
+    assert named is not None and named.group(1) in {p.name for p in PROFILES}, done.stdout
+    advice = re.search(
+        r"^bench: recommended here: --set agent.deadline_s=(\d+) --set agent.max_turns=(\d+) "
+        r"--set tools.max_output_chars=(\d+) \(simulated: (\d+) tool turns",
+        done.stdout,
+        re.M,
+    )
+    assert advice is not None, done.stdout
+    assert 1 <= int(advice.group(2)) <= 10 and 2000 <= int(advice.group(3)) <= 40000
+    # The measured speeds are cached where a model loaded on this machine starts from them.
+    saved = re.search(r"^bench: saved to (\S+\.json):", done.stdout, re.M)
+    assert saved is not None and Path(saved.group(1)).is_relative_to(tmp_path / "cache"), done.stdout
+    points = json.loads(Path(saved.group(1)).read_text())["points"]
+    assert [p["depth"] for p in points] == [int(d) for d in depths]

@@ -7,6 +7,7 @@ write the report. How each turn is built and served lives in turns.py.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from pathlib import Path
@@ -14,14 +15,25 @@ from pathlib import Path
 import structlog
 
 from mcp_loco.config import Settings
-from mcp_loco.errors import Cancelled, LocoError
+from mcp_loco.errors import BudgetError, Cancelled, LocoError
 from mcp_loco.explore.escalation import fallback_for
 from mcp_loco.explore.quotes import check_quotes
 from mcp_loco.explore.report import ExploreResult, StopReason, cap_report, check_report
 from mcp_loco.explore.transcript import Transcript
-from mcp_loco.explore.turns import BUDGET_WORDS, FINAL_NUDGE, REPORT_SHARE, Progress, ProgressFn, Run, Turns, heartbeat
+from mcp_loco.explore.turns import (
+    BUDGET_WORDS,
+    FINAL_NUDGE,
+    MIN_REPORT_TOKENS,
+    REPORT_SHARE,
+    Progress,
+    ProgressFn,
+    Run,
+    Turns,
+    heartbeat,
+)
 from mcp_loco.interfaces import (
     ChatModel,
+    Clock,
     Completion,
     Fallback,
     GenerateOptions,
@@ -43,9 +55,13 @@ class Explorer:
     It owns its fallback (made from `settings.escalation` unless one is given) and closes it in `close()`.
     """
 
-    def __init__(self, model: ChatModel, settings: Settings, *, fallback: Fallback | None = None) -> None:
+    def __init__(
+        self, model: ChatModel, settings: Settings, *, fallback: Fallback | None = None, clock: Clock = time.monotonic
+    ) -> None:
         self.model = model
         self.settings = settings
+        self.clock = clock
+        """What deadlines are read on: time.monotonic, or a simulation's virtual clock."""
         self.fallback = fallback if fallback is not None else fallback_for(settings.escalation)
         self.turns = Turns(model, settings)
 
@@ -75,7 +91,7 @@ class Explorer:
             raise LocoError("the question is empty: say what to find out about the codebase")
         tools = root if isinstance(root, Toolbox) else Toolbox(str(root), self.settings.tools)
         budget_s = deadline_s or agent.deadline_s
-        now = time.monotonic()
+        now = self.clock()
         # Keep a share of the time for the final report, so the deadline never leaves the caller empty-handed.
         reserve = budget_s * REPORT_SHARE
         transcript = Transcript.open(agent.transcript_dir, tools.root, question) if agent.transcript_dir else None
@@ -86,10 +102,12 @@ class Explorer:
             oracle=path_oracle(tools, until=now + budget_s),
             depth=0,
             max_turns=max_turns or agent.max_turns,
-            stop=StopSignal(cancel, now + budget_s - reserve),
+            stop=StopSignal(cancel, now + budget_s - reserve, self.clock),
             hard_deadline=now + budget_s,
             progress=progress,
             transcript=transcript,
+            started=now,
+            clock=self.clock,
         )
         try:
             return self._run(run)
@@ -103,6 +121,9 @@ class Explorer:
 
     def _run(self, run: Run) -> ExploreResult:
         run.messages = self.turns.opening(run.root, run.question)
+        run.cached = self.turns.cached(run.messages)  # a system prompt the last call left in the cache is free
+        if run.depth == 0:
+            self._check_affordable(run)
         run.record("start", root=run.root, question=run.question)
         reason, report = self._loop(run)
         escalated = False
@@ -124,6 +145,8 @@ class Explorer:
             n_prompt = self.model.count_tokens(prompt)
             if run.turns > 0 and self.turns.context_spent(n_prompt):
                 return "context", None
+            if not self.turns.turn_fits(run, n_prompt):  # it would end after the work deadline: report now
+                return "deadline", None
             run.turns += 1
             force = agent.force_first_tool and run.turns == 1 and grammar is not None
             completion = self._generate(
@@ -133,18 +156,29 @@ class Explorer:
                 run.turns -= 1
                 return "deadline", None
             run.messages.append(Message("assistant", completion.text))
+            run.cached_messages = len(run.messages)
+            run.cached = completion.usage.prompt_tokens + completion.usage.completion_tokens
             parsed = parse_turn(completion.text)
+            if parsed.calls:
+                run.call_tokens.append(completion.usage.completion_tokens)
             if not parsed.calls:
                 cut = completion.finish_reason == "length"
                 return "answered", parsed.text.strip() + (
                     "\n\n[the model's answer was cut at its per-turn token limit]" if cut else ""
                 )
-            run.messages += self.turns.tool_messages(run.messages, self._serve(run, parsed.calls))
+            run.messages += self.turns.tool_messages(run.messages, self._serve(run, parsed.calls), run)
 
     def _generate(
-        self, run: Run, prompt: Prompt, options: GenerateOptions, doing: str, stop: StopSignal | None = None
+        self,
+        run: Run,
+        prompt: Prompt,
+        options: GenerateOptions,
+        doing: str,
+        stop: StopSignal | None = None,
+        partial: bool = False,
     ) -> Completion | None:
-        """One generation, said in progress lines as it goes; None when the clock (not the caller) stopped it."""
+        """One generation, said in progress lines as it goes; None when the clock (not the caller) stopped it
+        (unless `partial`: then what it wrote by then)."""
         if run.transcript is not None:
             run.transcript.prompt(prompt)
         numbered = doing == "thinking"
@@ -158,7 +192,7 @@ class Explorer:
             written = f", {pieces[0]} tokens written" if pieces[0] else ""
             run.tell(f"{doing} ({seconds:.0f} s{written})", numbered=numbered)
 
-        t0 = time.monotonic()
+        t0 = self.clock()
         try:
             with heartbeat(beat):
                 options = dataclasses.replace(options, on_text=wrote)
@@ -166,7 +200,7 @@ class Explorer:
         except Cancelled:
             run.check_cancel()
             return None
-        run.generating_s += time.monotonic() - t0
+        run.generating_s += self.clock() - t0
         run.usage = run.usage + completion.usage
         run.check_cancel()
         run.record(
@@ -174,10 +208,12 @@ class Explorer:
             text=completion.text,
             finish_reason=completion.finish_reason,
             usage=completion.usage.model_dump(),
-            elapsed_s=round(time.monotonic() - t0, 3),
+            elapsed_s=round(self.clock() - t0, 3),
         )
         log.debug("turn", turn=run.turns, depth=run.depth, usage=completion.usage.model_dump())
-        return None if completion.finish_reason == "cancelled" else completion
+        if completion.finish_reason == "cancelled" and not (partial and completion.text.strip()):
+            return None
+        return completion
 
     # ---- tool calls -------------------------------------------------------------------------------
 
@@ -211,6 +247,8 @@ class Explorer:
         finally:
             if keeper is not None:
                 keeper.restore(saved)
+            else:  # the sub-conversation displaced this one's evaluated tokens
+                run.cached = run.cached_messages = 0
         run.absorb(sub, result)
         return ToolResult(result.report, ok=True, paths=tuple(result.files_examined))
 
@@ -229,20 +267,45 @@ class Explorer:
                 raise
             except LocoError as e:
                 log.warning("escalation failed; the local model writes the report", error=str(e))
-        run.messages.append(Message("user", FINAL_NUDGE.format(budget=BUDGET_WORDS[reason])))
+        # Trimmed to what the time left can evaluate, so the model writes its report from what it has.
+        run.messages = self.turns.fit_report(run, Message("user", FINAL_NUDGE.format(budget=BUDGET_WORDS[reason])))
         prompt = render(run.messages)
         n_prompt = self.model.count_tokens(prompt)
         text = ""
         if self.model.n_ctx - n_prompt >= 32:
-            stop = StopSignal(run.stop.parent, run.hard_deadline)
+            stop = StopSignal(run.stop.parent, run.hard_deadline, self.clock)
             # No longer than this model can write in the time left, so the report ends rather than being cut.
-            options = self.turns.options(n_prompt, limit=run.report_limit())
+            limit = self.turns.report_tokens(run, n_prompt, run.cached)
+            options = self.turns.options(n_prompt, limit=limit)
             doing = f"writing the report ({BUDGET_WORDS[reason]} used up)"
-            completion = self._generate(run, prompt, options, doing, stop)
+            completion = self._generate(run, prompt, options, doing, stop, partial=True)
             if completion is not None:
                 run.messages.append(Message("assistant", completion.text))
                 text = parse_turn(completion.text).text.strip()
+                if text and completion.finish_reason == "cancelled":
+                    text += "\n\n[the report was cut where the time budget ended]"
         return text or run.files_only(reason), False
+
+    def _check_affordable(self, run: Run) -> None:
+        """Refuse at once, saying what would fit, when this machine cannot even read the question and write a
+        short report within the budget (the model's measured speed says so)."""
+        priced = self.turns.opening_s(run.messages)
+        speed = self.turns.speed
+        if priced is None or speed is None or not speed.trusted:
+            return
+        n, need = priced
+        budget = run.hard_deadline - run.clock()
+        if need <= budget:
+            return
+        enough = math.ceil(need / (1 - REPORT_SHARE) + 5)
+        raise BudgetError(
+            f"this machine cannot answer within the {budget:.0f} s budget: reading the system prompt and the "
+            f"question ({n} tokens) and writing a {MIN_REPORT_TOKENS}-token report takes about {need:.0f} s at "
+            f"the measured speed ({speed.describe()}). What would fit: deadline_s={enough} or more; a GPU build "
+            "(MCP_LOCO_CUDA=1 scripts/setup, or Metal on Apple silicon); a smaller quant (mcp-loco models pull "
+            "--quant Q3_K_M); or model.backend=http to a faster server. `mcp-loco doctor --bench` measures this "
+            "machine."
+        )
 
     def _escalate(self, run: Run, fallback: Fallback) -> str:
         """Let the fallback model continue the same conversation with the same tools."""
@@ -274,7 +337,7 @@ class Explorer:
             stop_reason=reason,
             escalated=escalated,
             usage=run.usage,
-            elapsed_s=round(time.monotonic() - run.started, 3),
+            elapsed_s=round(self.clock() - run.started, 3),
             root=run.root,
             question=run.question,
         )

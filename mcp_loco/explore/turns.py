@@ -22,10 +22,12 @@ from mcp_loco.explore.report import ExploreResult, StopReason, ToolCallRecord
 from mcp_loco.explore.transcript import Transcript
 from mcp_loco.interfaces import (
     ChatModel,
+    Clock,
     GenerateOptions,
     Message,
     PathOracle,
     Segment,
+    Speed,
     StopSignal,
     ToolResult,
     Tools,
@@ -41,6 +43,15 @@ WRAPPER_TOKENS = 12
 """What one <tool_response> wrapper costs, about."""
 REPORT_SHARE = 0.3
 """Share of an exploration's time budget kept for writing the report (so a short budget still ends in one)."""
+CALL_TOKENS = 64
+"""What a tool-call turn writes, about, until the run has timed its own (prices the next turn)."""
+MIN_REPORT_TOKENS = 96
+"""The shortest report worth writing (a paragraph and a few paths): the loop keeps the time to evaluate what
+it read and write this much."""
+TURN_REPORT_TOKENS = 2 * MIN_REPORT_TOKENS
+"""Another tool turn starts only if a report this long still fits after it (more reading, but not at any price)."""
+REPORT_MARGIN = 0.9
+"""Share of the time left that the report is sized to, since speeds are estimates."""
 HEARTBEAT_S = 5.0
 """A progress line at least this often while the model reads a long prompt or writes a long turn."""
 
@@ -74,8 +85,13 @@ def read_prompt(path_setting: str, default_name: str) -> str:
         raise ConfigError(f"prompt file {path}: cannot read it ({e.strerror})") from None
 
 
-def fit_results(texts: list[str], budget: int, count: Callable[[str], int]) -> list[str]:
-    """Cut tool results so together they take at most `budget` tokens, each saying when it was cut."""
+def fit_results(
+    texts: list[str], budget: int, count: Callable[[str], int], why: str = "the context window"
+) -> list[str]:
+    """Cut tool results so together they take at most `budget` tokens, each saying why and how to read the rest.
+
+    `why` is what ran short: "the context window" or "the time left".
+    """
     sizes = [count(t) for t in texts]
     if sum(sizes) <= budget:
         return texts
@@ -89,17 +105,17 @@ def fit_results(texts: list[str], budget: int, count: Callable[[str], int]) -> l
         if size <= share:
             out.append(text)
             continue
-        keep = int(len(text) * max(share - 40, 0) / size)
+        keep = int(len(text) * max(share - 48, 0) / size)  # room for the note
         cut = text[:keep]
         if "\n" in cut:
             cut = cut[: cut.rfind("\n")]
         shown = cut.count("\n") + 1 if cut else 0
         total = text.count("\n") + 1
         out.append(
-            f"{cut}\n[... result cut to fit the context window: showing {shown} of {total} lines; "
-            "use offset/limit or a narrower pattern]"
+            f"{cut}\n[... result cut to fit {why}: showing the first {shown} of {total} lines; read on with "
+            "Read offset/limit, or search with a narrower pattern]"
             if cut
-            else "[result dropped: the context window is full; write your report from what you have]"
+            else f"[result dropped: {why} cannot take it; write your report from what you have]"
         )
     return out
 
@@ -173,9 +189,22 @@ class Run:
     turns: int = 0
     started: float = field(default_factory=time.monotonic)
     generating_s: float = 0.0
+    clock: Clock = time.monotonic
+    """What the deadlines are read on (a simulation's virtual clock, else time.monotonic)."""
+    cached: int = 0
+    """Tokens of this conversation the model has evaluated (prompt and reply of the last turn)."""
+    cached_messages: int = 0
+    """Messages those tokens cover: the ones after it are results the model has not seen."""
+    call_tokens: list[int] = field(default_factory=list)
+    """Tokens each tool-call turn wrote (prices the next turn)."""
 
     def child(self, question: str) -> Run:
-        """A sub-exploration of `question`: one level deeper, half the turns, the same tools and deadline."""
+        """A sub-exploration of `question`: one level deeper, half the turns, the same tools.
+
+        Its report must be written by this run's work deadline, so this run keeps its own time to report.
+        """
+        now = self.clock()
+        end = max(now, self.stop.deadline)
         return Run(
             root=self.root,
             question=question,
@@ -183,10 +212,12 @@ class Run:
             oracle=self.oracle,
             depth=self.depth + 1,
             max_turns=max(2, self.max_turns // 2),
-            stop=self.stop,
-            hard_deadline=self.hard_deadline,
+            stop=StopSignal(self.stop.parent, now + (end - now) * (1 - REPORT_SHARE), self.clock),
+            hard_deadline=end,
             progress=None,
             transcript=self.transcript,
+            started=now,
+            clock=self.clock,
         )
 
     def absorb(self, sub: Run, result: ExploreResult) -> None:
@@ -240,7 +271,13 @@ class Run:
         if self.generating_s <= 0 or not self.usage.completion_tokens:
             return None
         rate = self.usage.completion_tokens / self.generating_s
-        return int(rate * (self.hard_deadline - time.monotonic()) * 0.9)
+        return int(rate * (self.hard_deadline - self.clock()) * REPORT_MARGIN)
+
+    def turn_reply(self) -> int:
+        """Tokens the next tool-call turn will write, about: the median of this run's, else CALL_TOKENS."""
+        if not self.call_tokens:
+            return CALL_TOKENS
+        return sorted(self.call_tokens)[len(self.call_tokens) // 2]
 
     def files_only(self, reason: StopReason) -> str:
         """The report when the model wrote none: the files the tools showed."""
@@ -312,11 +349,146 @@ class Turns:
         room = min(m.max_tokens, self.model.n_ctx - n_prompt, limit if limit is not None else m.max_tokens)
         return sampling(m, max(16, room), grammar=grammar, force=force)
 
-    def tool_messages(self, messages: Sequence[Message], results: list[str]) -> list[Message]:
-        """The results as tool messages, cut so the next turn and the report still fit the context."""
+    def tool_messages(self, messages: Sequence[Message], results: list[str], run: Run | None = None) -> list[Message]:
+        """The results as tool messages, cut so the next turn and the report still fit the context (and,
+        given the run, so the time left can still evaluate them and write a report)."""
         base = self.count_prompt(messages)
-        budget = self.model.n_ctx - base - self.reply_reserve - WRAPPER_TOKENS * len(results) - 64
+        wrappers = WRAPPER_TOKENS * len(results)
+        budget = self.model.n_ctx - base - self.reply_reserve - wrappers - 64
+        room = self.result_room(run, base) if run is not None else None
+        timed = room - wrappers if room is not None else None
+        if timed is not None and timed < budget and sum(self.count(t) for t in results) > timed:
+            return [Message("tool", t) for t in fit_results(results, timed, self.count, "the time left")]
         return [Message("tool", text) for text in fit_results(results, budget, self.count)]
+
+    # ---- time ---------------------------------------------------------------------------------------
+
+    @property
+    def speed(self) -> Speed | None:
+        """The model's measured speed (None: budget by turns and context only)."""
+        return getattr(self.model, "speed", None)
+
+    def cached(self, messages: Sequence[Message]) -> int:
+        """Tokens of this conversation the model's prefix cache holds already (a backend without one: 0)."""
+        held = getattr(self.model, "cached_tokens", None)
+        return int(held(render(messages))) if callable(held) else 0
+
+    def nudge_tokens(self) -> int:
+        """What the report request adds to the prompt, about."""
+        return self.count(FINAL_NUDGE.format(budget="time budget")) + WRAPPER_TOKENS
+
+    def report_s(self, speed: Speed, n_prompt: int, cached: int, tokens: int = MIN_REPORT_TOKENS) -> float:
+        """Seconds to evaluate a report prompt of `n_prompt` tokens (`cached` of them evaluated) and write `tokens`."""
+        return speed.prefill_s(max(n_prompt - cached, 0), min(cached, n_prompt)) + speed.decode_s(tokens, n_prompt)
+
+    def turn_fits(self, run: Run, n_prompt: int) -> bool:
+        """Whether a tool turn on this prompt ends by the work deadline and still leaves time for a short report."""
+        speed = self.speed
+        if speed is None:
+            return True
+        reply = run.turn_reply()
+        cost = speed.prefill_s(max(n_prompt - run.cached, 0), min(run.cached, n_prompt)) + speed.decode_s(
+            reply, n_prompt
+        )
+        after = n_prompt + reply
+        report = self.report_s(speed, after + self.nudge_tokens() + MIN_RESULT_ROOM, after, TURN_REPORT_TOKENS)
+        now = run.clock()
+        return now + cost <= run.stop.deadline and now + cost + report <= run.hard_deadline
+
+    def result_room(self, run: Run, base: int) -> int | None:
+        """Tokens of results a prompt of `base` tokens can take so a report can still be evaluated and written in time."""
+        speed = self.speed
+        if speed is None:
+            return None
+        left = run.hard_deadline - run.clock()
+        nudge = self.nudge_tokens()
+        lo, hi = 0, max(self.model.n_ctx - base, 0)
+        want = TURN_REPORT_TOKENS  # results that leave only the shortest report are not worth their reading time
+        if self.report_s(speed, base + nudge, run.cached, want) > left:
+            return 0
+        while lo < hi:  # the largest size whose report still fits (the cost grows with it)
+            mid = (lo + hi + 1) // 2
+            if self.report_s(speed, base + mid + nudge, run.cached, want) <= left:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def fit_report(self, run: Run, nudge: Message) -> list[Message]:
+        """The report prompt, trimmed to what the time left can evaluate while leaving time to write a report.
+
+        Results the model never saw are cut first (the evaluated prefix stays token-exact); then, only
+        where it is cheaper (the model lost its cache), the oldest large results it did see.
+        """
+        messages = [*run.messages, nudge]
+        speed = self.speed
+        if speed is None:
+            return messages
+        seen = min(run.cached_messages, len(run.messages))
+
+        def cost(ms: list[Message], cached: int) -> float:
+            return self.report_s(speed, self.count_prompt(ms), cached)
+
+        def left() -> float:
+            return run.hard_deadline - run.clock()
+
+        if cost(messages, run.cached) <= left():
+            return messages
+        unseen = [i for i in range(seen, len(run.messages)) if run.messages[i].role == "tool"]
+        if unseen:
+            texts = [run.messages[i].content for i in unseen]
+
+            def cut(budget: int) -> list[Message]:
+                ms = list(messages)
+                for i, text in zip(unseen, fit_results(texts, budget, self.count, "the time left"), strict=True):
+                    ms[i] = Message("tool", text)
+                return ms
+
+            lo, hi = 0, sum(self.count(t) for t in texts)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if cost(cut(mid), run.cached) <= left():
+                    lo = mid
+                else:
+                    hi = mid - 1
+            messages = cut(lo)
+        cached = run.cached
+        for i in range(seen):
+            if cost(messages, cached) <= left():
+                break
+            text = messages[i].content
+            if messages[i].role != "tool" or self.count(text) <= 4 * MIN_RESULT_ROOM:
+                continue
+            trial = list(messages)
+            trial[i] = Message("tool", fit_results([text], MIN_RESULT_ROOM, self.count, "the time left")[0])
+            prefix = min(cached, self.count_prompt(messages[:i]))  # cutting it re-evaluates what follows
+            if cost(trial, prefix) < cost(messages, cached):
+                messages, cached = trial, prefix
+        run.cached = cached  # what the model still holds of this prompt, for sizing the report
+        return messages
+
+    def report_tokens(self, run: Run, n_prompt: int, cached: int) -> int | None:
+        """Tokens the model can write after evaluating the report prompt, in the time left (None: speed unknown)."""
+        speed = self.speed
+        if speed is None:
+            return run.report_limit()
+        left = (run.hard_deadline - run.clock() - speed.prefill_s(max(n_prompt - cached, 0), cached)) * REPORT_MARGIN
+        lo, hi = 0, max(self.model.n_ctx - n_prompt, 0)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if speed.decode_s(mid, n_prompt) <= left:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def opening_s(self, messages: Sequence[Message]) -> tuple[int, float] | None:
+        """Tokens of the opening and the seconds to evaluate it and write a short report (None: speed unknown)."""
+        speed = self.speed
+        if speed is None:
+            return None
+        n = self.count_prompt(messages)
+        return n, self.report_s(speed, n, self.cached(messages))
 
     # ---- serving ----------------------------------------------------------------------------------
 

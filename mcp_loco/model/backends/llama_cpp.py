@@ -31,6 +31,7 @@ from mcp_loco.model.backends.prompt_tokens import PromptTokens, added_markers
 from mcp_loco.model.backends.sampling import DEAD_END, Sampler
 from mcp_loco.model.backends.speculative import WINS_AT, Drafter, DraftStats, batch_gain, unnumbered
 from mcp_loco.model.grammar import TOOL_CALL_OPEN, generic_tool_call_grammar, validate_grammar
+from mcp_loco.model.speed import Point, SpeedProfile, load_points, machine_key
 
 log = structlog.get_logger("mcp_loco.model.backends.llama_cpp")
 
@@ -46,7 +47,7 @@ def _find_stop(text: bytes, stops: Sequence[bytes], new: int) -> int:
 class LlamaModel:
     """A GGUF model run in-process by llama-cpp-python; one conversation at a time."""
 
-    def __init__(self, model_path: str | Path, settings: LlamaSettings | None = None) -> None:
+    def __init__(self, model_path: str | Path, settings: LlamaSettings | None = None, *, probe: bool = True) -> None:
         self.settings = settings or LlamaSettings()
         self.path = Path(model_path).expanduser()
         if not self.path.is_file():
@@ -78,6 +79,53 @@ class LlamaModel:
         self.draft_gain: float | None = None
         """How much faster a fully accepted draft is than decoding it (timed at load when speculative is auto)."""
         self._speculate = self._wants_drafts()
+        self._speed = self._seed_speed(probe)
+
+    def _seed_speed(self, probe: bool) -> SpeedProfile:
+        """Speeds from `doctor --bench` for this file on this machine, else from a quick probe (~2 s on a 4B CPU)
+        unless told not to (doctor --bench measures them itself)."""
+        points = load_points(self.speed_key)
+        if points is not None:
+            return SpeedProfile(points, source="doctor --bench, then measured as it runs")
+        if not probe:
+            return SpeedProfile(source="measured as it runs")
+        try:
+            point = self._probe()
+        except BackendError as e:  # the loop then budgets by context until a generation is timed
+            log.warning("llama_cpp.speed_unprobed", error=str(e))
+            return SpeedProfile(source="measured as it runs")
+        log.info(
+            "llama_cpp.speed_probe",
+            prefill_tok_s=round(point.prefill_tok_s, 1),
+            decode_tok_s=round(point.decode_tok_s, 1),
+        )
+        speed = SpeedProfile([point], source="probed at load, then measured as it runs")
+        speed.measured_now()
+        return speed
+
+    @property
+    def speed_key(self) -> str:
+        """Identifies this model file on this machine with these offload settings (the bench cache's key)."""
+        s = self.settings
+        return machine_key(self.path, f"gpu_layers={s.n_gpu_layers}|threads={s.n_threads}")
+
+    def _probe(self, prompt: int = 48, decode: int = 3) -> Point:
+        """Time a short prompt evaluation and a few one-token decodes; leaves the cache empty."""
+        filler = self._llm.tokenize(b" the quick brown fox jumps over the lazy dog" * (prompt // 8 + 2), add_bos=False)
+        try:
+            self._eval(filler[:1])  # the first evaluation builds llama.cpp's graphs: not part of the speed
+            self._drop_after(0)
+            started = time.perf_counter()
+            self._eval(filler[:prompt])
+            prefill = time.perf_counter() - started
+            started = time.perf_counter()
+            for token in filler[prompt : prompt + decode]:
+                self._extend([token])
+            dec = time.perf_counter() - started
+        finally:
+            self._drop_after(0)
+            self._fresh = False
+        return Point(0, prompt / prefill, decode / dec)
 
     # ---- ChatModel ---------------------------------------------------------------------------------
 
@@ -85,6 +133,11 @@ class LlamaModel:
     def n_ctx(self) -> int:
         """Context window in tokens."""
         return self._n_ctx
+
+    @property
+    def speed(self) -> SpeedProfile:
+        """Prefill and decode speed by context depth: seeded at load, updated by every generation."""
+        return self._speed
 
     @property
     def drafting(self) -> bool:
@@ -124,6 +177,17 @@ class LlamaModel:
         if completion.finish_reason != "cancelled" and own is not None:
             self._tokens.remember(prompt[-1].text if prompt else "", completion.text, own)
         return completion
+
+    def cached_tokens(self, prompt: Prompt) -> int:
+        """How many of the prompt's leading tokens the context already holds (evaluated, reused by the next call)."""
+        ids = self.tokenize(prompt)
+        with self._lock:
+            llm = self._llm
+            if llm is None:
+                return 0
+            n = min(int(llm.n_tokens), len(ids))
+            differ = np.flatnonzero(llm.input_ids[:n] != np.asarray(ids[:n], dtype=llm.input_ids.dtype))
+            return int(differ[0]) if differ.size else n
 
     def snapshot(self) -> object:
         """A copy of the evaluated context (KV cache included), to come back to after another conversation."""
@@ -312,6 +376,7 @@ class LlamaModel:
         except Cancelled:
             return Completion("", Usage(prompt_tokens=len(ids)), "cancelled"), None
         prompt_s = time.monotonic() - started
+        self._speed.observe_prefill(evaluated, prompt_s, len(ids) - evaluated)
         forced = grammar is not None and options.force_tool_call
         s = self.settings
         drafter = (
@@ -331,6 +396,7 @@ class LlamaModel:
         gen, text = turn.gen, turn.text
         usage = Usage(prompt_tokens=len(ids), prompt_tokens_evaluated=evaluated, completion_tokens=len(gen))
         gen_s = time.monotonic() - started - prompt_s
+        self._speed.observe_decode(len(gen), gen_s, len(ids))
         log.debug(
             "llama_cpp.completion",
             prompt_tokens=len(ids),

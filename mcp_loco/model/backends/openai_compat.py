@@ -33,7 +33,7 @@ import structlog
 
 from mcp_loco.config import HttpSettings
 from mcp_loco.errors import BackendError, Cancelled, ConfigError
-from mcp_loco.interfaces import Completion, FinishReason, GenerateOptions, Prompt, Segment, Usage
+from mcp_loco.interfaces import Completion, FinishReason, GenerateOptions, Prompt, Segment, Speed, Usage
 from mcp_loco.model.grammar import TOOL_CALL_OPEN, generic_tool_call_grammar, validate_grammar
 
 log = structlog.get_logger("mcp_loco.model.backends.openai_compat")
@@ -129,6 +129,11 @@ class OpenAICompatModel:
     def n_ctx(self) -> int:
         """Context window of the servers (http.n_ctx)."""
         return self.settings.n_ctx
+
+    @property
+    def speed(self) -> Speed | None:
+        """Not measured: the servers' speed depends on their load (the loop budgets by context only)."""
+        return None
 
     def count_tokens(self, prompt: Prompt) -> int:
         """An estimate from the characters per token the servers have reported (conservative before that)."""
