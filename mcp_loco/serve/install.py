@@ -184,3 +184,30 @@ def claude_code_proxy(scope: str, url: str, print_only: bool) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+# ---- TEMPORARY: stand-ins for the safe config writers being written alongside (keeping modes, links and ----
+# ---- backups); the integrator replaces these two with those. Same names and contracts. ----------------
+
+
+def read_config_text(path: Path) -> str | None:
+    """A client config file's text, or None when there is none yet."""
+    if not path.exists():
+        return None
+    return path.read_text(encoding="utf-8")
+
+
+def replace_config(path: Path, text: str) -> Path | None:
+    """Replace a client config file with `text`, keeping a backup of the old one; returns the backup's path."""
+    target = path.resolve() if path.is_symlink() else path  # edit the file a link points to, keep the link
+    backup = None
+    if target.exists():
+        backup = target.with_name(f"{target.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+        shutil.copy2(target, backup)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    if backup is not None:
+        shutil.copymode(backup, tmp)
+    tmp.replace(target)
+    return backup
