@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_loco import __version__, logs
 from mcp_loco.config import Settings, load_settings, parse_assignment, render_toml
-from mcp_loco.errors import LocoError
+from mcp_loco.errors import ConfigError, LocoError
 
 if TYPE_CHECKING:
     from mcp_loco.explore.agent import Progress
@@ -216,7 +216,11 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def _serve_budget_s(server_args: Sequence[str]) -> float:
     """The call budget (agent.deadline_s) of `serve SERVER_ARGS` as installed: its --config and --set, this environment."""
-    serve = build_parser().parse_args(["serve", *server_args])
+    serve, unknown = build_parser().parse_known_args(["serve", *server_args])
+    if unknown:
+        raise ConfigError(
+            f"`mcp-loco serve` does not take {' '.join(unknown)} (the arguments after --); see `mcp-loco serve --help`"
+        )
     return load_settings(getattr(serve, "config", None), _overrides(serve)).agent.deadline_s
 
 

@@ -147,7 +147,7 @@ CLIENTS: dict[str, ClientSpec] = {
     ),
     "copilot": ClientSpec(
         "Copilot CLI",
-        lambda: _home() / ".copilot/mcp-config.json",
+        lambda: Path(os.environ.get("COPILOT_HOME") or _home() / ".copilot") / "mcp-config.json",
         "mcpServers",
         _copilot,
         False,

@@ -38,7 +38,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h.mkdir()
     monkeypatch.setenv("HOME", str(h))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(h / ".config"))
-    monkeypatch.delenv("CODEX_HOME", raising=False)
+    for var in ("CODEX_HOME", "COPILOT_HOME"):
+        monkeypatch.delenv(var, raising=False)
     for k in [k for k in os.environ if k.startswith("MCP_LOCO_")]:
         monkeypatch.delenv(k)
     return h
@@ -221,10 +222,20 @@ def test_editors_default_to_the_home_folder_and_clis_to_their_project(home: Path
             assert line[line.index("--root") + 1] == str(home.resolve())
 
 
-def test_codex_home_and_config_path_are_honoured(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_client_homes_and_config_path_are_honoured(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
-    assert main(["install", "codex"]) == 0
+    monkeypatch.setenv("COPILOT_HOME", str(tmp_path / "copilot-home"))
+    assert main(["install", "codex"]) == 0 and main(["install", "copilot"]) == 0
     assert entry("codex", read("codex", tmp_path / "codex-home/config.toml"))
+    assert entry("copilot", read("copilot", tmp_path / "copilot-home/mcp-config.json"))
     other = tmp_path / "elsewhere.json"
     assert main(["install", "cursor", "--config-path", str(other)]) == 0
     assert entry("cursor", read("cursor", other)) and not (home / FILES["cursor"]).exists()
+
+
+@pytest.mark.parametrize("client", ["codex", "gemini", "vscode"])
+def test_serve_arguments_that_serve_does_not_take_are_named(client: str, home: Path, capsys: Any) -> None:
+    assert main(["install", client, "--", "--root-dir", "/x"]) == 2
+    err = capsys.readouterr().err
+    assert "--root-dir" in err and "mcp-loco serve --help" in err
+    assert not any(p.is_file() for p in home.rglob("*"))
