@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import InlineTable
 
 from mcp_loco.errors import ConfigError
 from mcp_loco.serve.install import read_config_text, replace_config, serve_args, server_command
@@ -26,6 +28,8 @@ STARTUP_S = 60
 """Seconds a client waits for the server to start and list its tool (Codex's own default is 10 s)."""
 
 Entry = dict[str, Any]
+NAME = re.compile(r"[A-Za-z0-9_-]+")
+"""Server names every client accepts (Codex refuses others; tool names are built from it)."""
 
 
 @dataclass(frozen=True)
@@ -212,16 +216,32 @@ def _merged_toml(text: str, path: Path, table: str, name: str, entry: Entry) -> 
         doc = tomlkit.parse(text)
     except (tomllib.TOMLDecodeError, TOMLKitError) as e:
         raise ConfigError(f"{path} is not valid TOML ({e}); fix or move it, then run this again") from None
-    if table not in current:
-        doc.add(table, tomlkit.table(is_super_table=True))
-    elif not isinstance(current[table], dict):
+    if not isinstance(current.get(table, {}), dict):
         raise ConfigError(f"{path}: {table} is not a table; fix it, then run this again")
-    servers = doc[table]
-    assert isinstance(servers, dict)
+    servers = doc.get(table)
+    if isinstance(servers, InlineTable):  # `mcp_servers = { ... }`: stays one inline table
+        inline = tomlkit.inline_table()
+        inline.update(entry)
+        servers[name] = inline
+        return tomlkit.dumps(doc)
+    if servers is not None and name in current[table]:
+        del servers[name]
+    # A [table.name] section at the end is valid whichever way the file spells the rest (sections, dotted
+    # keys), and cannot swallow keys that follow it, as a section inserted mid-file could.
+    head = tomlkit.dumps(doc).rstrip("\n")
+    block = tomlkit.document()
+    block.add(table, tomlkit.table(is_super_table=True))
     item = tomlkit.table()
     item.update(entry)
-    servers[name] = item
-    return tomlkit.dumps(doc)
+    block[table][name] = item
+    out = (head + "\n\n" if head else "") + tomlkit.dumps(block).lstrip("\n")
+    try:
+        tomllib.loads(out)  # never write a file the client cannot read
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(
+            f"{path}: could not add [{table}.{name}] safely ({e}); add it by hand (see --print)"
+        ) from None
+    return out
 
 
 def snippet(client: str, name: str, entry: Entry) -> str:
@@ -243,6 +263,8 @@ def install(
 ) -> int:
     """Add (or replace) this server in `client`'s config file, or print the entry with --print."""
     spec = CLIENTS[client]
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '-' and '_' (clients build tool names from it)")
     path = config_path or spec.path()
     entry = entry_for(client, roots, extra, budget_s)
     if print_only:

@@ -194,7 +194,10 @@ def read_config_text(path: Path) -> str | None:
     """A client config file's text, or None when there is none yet."""
     if not path.exists():
         return None
-    return path.read_text(encoding="utf-8")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path} ({e}); fix or move it, then run this again") from None
 
 
 def replace_config(path: Path, text: str) -> Path | None:

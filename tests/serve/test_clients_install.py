@@ -239,3 +239,45 @@ def test_serve_arguments_that_serve_does_not_take_are_named(client: str, home: P
     err = capsys.readouterr().err
     assert "--root-dir" in err and "mcp-loco serve --help" in err
     assert not any(p.is_file() for p in home.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        'mcp_servers = { other = { command = "x" }, loco = { command = "old" } }\nmodel = "m"\n',
+        'mcp_servers.other.command = "x"\nmcp_servers.loco.command = "old"\nmodel = "m"\n',
+        '[mcp_servers]\n[mcp_servers.other]\ncommand = "x"\n[mcp_servers.loco.env]\nA = "1"\n[p.q]\nmodel = "m"\n',
+        'model = "m"\n[mcp_servers.loco]\ncommand = "old"\n[mcp_servers.other]\ncommand = "x"\n',
+    ],
+    ids=["inline", "dotted", "sections", "loco-first"],
+)
+def test_codex_files_spelt_every_toml_way_keep_their_keys_where_they_were(original: str, home: Path) -> None:
+    path = home / FILES["codex"]
+    path.parent.mkdir(parents=True)
+    path.write_text(original)
+    before = tomllib.loads(original)
+    assert main(["install", "codex"]) == 0
+    after = tomllib.loads(path.read_text())
+    loco = after["mcp_servers"].pop("loco")
+    assert loco["command"] != "old" and loco["required"] is True and "env" not in loco
+    before["mcp_servers"].pop("loco", None)
+    assert after == before  # not one key moved, e.g. a top-level key swallowed by a section inserted above it
+
+
+@pytest.mark.parametrize("name", ["", "my.server", "a b", "x/y", "ünï"])
+def test_a_name_clients_would_refuse_is_refused(name: str, home: Path, capsys: Any) -> None:
+    assert main(["install", "codex", "--name", name]) == 2
+    assert "--name" in capsys.readouterr().err
+    assert not any(p.is_file() for p in home.rglob("*"))
+
+
+def test_an_unreadable_config_is_named(home: Path, capsys: Any) -> None:
+    path = home / FILES["gemini"]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xff\xfe{}")
+    assert main(["install", "gemini"]) == 2
+    assert str(path) in capsys.readouterr().err
+    path.unlink()
+    path.mkdir()  # a folder where the file should be
+    assert main(["install", "gemini"]) == 2
+    assert str(path) in capsys.readouterr().err
