@@ -81,8 +81,8 @@ def emit(args: argparse.Namespace, figures: dict[str, Any]) -> None:
 SESSION: list[list[tuple[str, dict[str, Any]]]] = [
     [("Grep", {"pattern": "def load_settings", "path": "{root}", "output_mode": "content", "-n": True})],
     [("Read", {"file_path": "{root}/config.py", "offset": 354, "limit": 20})],
-    [("Glob", {"pattern": "**/*.py", "path": "{root}/backends"})],
-    [("Read", {"file_path": "{root}/backends/__init__.py", "offset": 1, "limit": 12})],
+    [("Glob", {"pattern": "**/*.py", "path": "{root}/model/backends"})],
+    [("Read", {"file_path": "{root}/model/backends/__init__.py", "offset": 1, "limit": 12})],
     [
         (
             "Grep",
@@ -90,7 +90,7 @@ SESSION: list[list[tuple[str, dict[str, Any]]]] = [
         )
     ],
     [("Read", {"file_path": "{root}/cli.py", "offset": 40, "limit": 15})],
-    [("Bash", {"command": "ls {root}/backends"})],
+    [("Bash", {"command": "ls {root}/model/backends"})],
     [
         ("Grep", {"pattern": "ENV_PREFIX =", "path": "{root}", "output_mode": "content"}),
         ("Read", {"file_path": "{root}/config.py", "offset": 289, "limit": 12}),

@@ -41,6 +41,8 @@ CONFIGS = {
     "q8_0+fa": {"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": True},
 }
 DEPTHS = (1024, 8192, 24576)
+COMPUTE = r"(?:CPU|CUDA\d+|Metal|Vulkan\d+) compute buffer size =\s*([\d.]+) MiB"
+"""The compute buffer of the device the layers run on (a GPU build also logs a smaller CUDA_Host one)."""
 KV_CTX = (16384, 32768, 51200)
 
 CHILD = r"""
@@ -200,10 +202,11 @@ def part_speed(args: Any, model: Path, out: dict[str, Any]) -> None:
     out["speed"] = {}
     for name, cfg in CONFIGS.items():
         t0 = time.perf_counter()
-        pts = speeds(model, settings_for(args, 32768, **cfg), args.chunk, args.decode, DEPTHS)
+        pts = speeds(model, settings_for(args, 32768, **cfg), args.chunk, args.decode, tuple(args.depths))
         out["speed"][name] = [p.__dict__ for p in pts]
         print(f"speed {name} ({time.perf_counter() - t0:.0f}s): {out['speed'][name]}", flush=True)
-    out["best"] = max(CONFIGS, key=lambda n: next(p["decode_tok_s"] for p in out["speed"][n] if p["depth"] == 8192))
+    at = 8192 if 8192 in args.depths else args.depths[-1]
+    out["best"] = max(CONFIGS, key=lambda n: next(p["decode_tok_s"] for p in out["speed"][n] if p["depth"] == at))
     estimate(out)
 
 
@@ -237,7 +240,7 @@ def part_kv(args: Any, model: Path, out: dict[str, Any]) -> None:
                 "n_ctx": n_ctx,
                 "type": kv,
                 "kv_mib": mib(r"llama_kv_cache: size =\s*([\d.]+) MiB", c["log"]),
-                "compute_mib": mib(r"CPU compute buffer size =\s*([\d.]+) MiB", c["log"]),
+                "compute_mib": mib(COMPUTE, c["log"]),
                 "rss_peak_mib": round(c["peak_mib"]),
             }
             out["kv"].append(row)
@@ -247,7 +250,7 @@ def part_kv(args: Any, model: Path, out: dict[str, Any]) -> None:
 def part_compute(args: Any, model: Path, out: dict[str, Any]) -> None:
     """llama.cpp's compute buffer at 32K without flash attention (f16 cache: a quantised V needs flash attention)."""
     c = child(model, settings_for(args, 32768, cache_type_k="f16", cache_type_v="f16", flash_attn=False), tokens=1)
-    out["compute_mib_no_fa_32k"] = mib(r"CPU compute buffer size =\s*([\d.]+) MiB", c["log"])
+    out["compute_mib_no_fa_32k"] = mib(COMPUTE, c["log"])
     print(f"compute buffer without flash attention at 32K: {out['compute_mib_no_fa_32k']} MiB", flush=True)
 
 
@@ -288,6 +291,9 @@ def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--chunk", type=int, default=128, help="prefill tokens timed at each depth (default 128)")
     ap.add_argument("--decode", type=int, default=8, help="tokens decoded at each depth (default 8)")
+    ap.add_argument(
+        "--depths", type=lambda s: [int(d) for d in s.split(",")], default=list(DEPTHS), help="default 1024,8192,24576"
+    )
     ap.add_argument("--skip", action="append", default=[], choices=[p for p in PARTS if p != "speed"])
     ap.add_argument(
         "--only", action="append", default=[], choices=["load", "kv", "compute"], help="run only these parts"

@@ -37,10 +37,13 @@ from mcp_loco.model.protocol import Message, format_call, render
 from mcp_loco.sandbox import Toolbox
 
 SYNTH = Path("/work/synth")
-READS = [("backends/prompt_tokens.py", "def split_markers", 16), ("backends/speculative.py", "    def draft(", 26)]
+READS = [
+    ("model/backends/prompt_tokens.py", "def split_markers", 16),
+    ("model/backends/speculative.py", "    def draft(", 26),
+]
 """Files the exploration read: from the line that starts with the text, so many lines."""
 REPORT = (
-    "Write your report now. Quote the `draft` method of {root}/backends/speculative.py exactly as the Read "
+    "Write your report now. Quote the `draft` method of {root}/model/backends/speculative.py exactly as the Read "
     "result shows it, line numbers included, in a code block, then say in one sentence what it does."
 )
 # A short module SmolLM2-135M does copy, fixed so the quoting turn does not move with this tree.
@@ -174,12 +177,44 @@ def shaped_model(arg: str | None) -> Path | None:
     return None
 
 
+def shaped_figures(shaped: Path, threads: int, repeat: int) -> dict[str, Any]:
+    """At the 4B shape: the cost of each verification batch against one token, and what `auto` decides at load."""
+    settings = LlamaSettings(n_ctx=4096, n_threads=threads, n_threads_batch=threads)
+    model = LlamaModel(shaped, settings)
+    try:
+        costs = batch_costs(model, repeat, 256)  # its prefill is slow on a CPU
+    finally:
+        model.close()
+    print_costs(f"{shaped.name}, LocoOperator-4B-shaped", costs)
+    full = settings.draft_max + 1
+    gain = batch_gain(costs[1], costs[full], full)
+    print(f'speculative = "auto" at the 4B shape: drafting {"on" if gain >= WINS_AT else "off"} ({gain:.2f}x)')
+    auto = LlamaModel(shaped, settings.model_copy(update={"speculative": "auto"}))
+    auto_on, auto_gain = auto.drafting, auto.draft_gain or 0.0
+    auto.close()
+    print(f'speculative = "auto" loading {shaped.name}: drafting {"on" if auto_on else "off"} ({auto_gain:.2f}x)')
+    return {
+        "shaped_model": shaped.name,
+        "shaped_batch_ms": {str(n): round(v, 2) for n, v in costs.items()},
+        "shaped_full_draft_gain": round(gain, 3),
+        "shaped_auto_drafting": gain >= WINS_AT,
+        "shaped_auto_at_load": {"drafting": auto_on, "full_draft_gain": round(auto_gain, 3)},
+    }
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--shaped", default=None, help="a LocoOperator-4B-shaped GGUF for the batch costs (none: skip)")
+    ap.add_argument(
+        "--shaped-only", type=Path, default=None, help="only the batch costs and `auto` on this 4B-shaped GGUF"
+    )
     args = ap.parse_args()
     logs.configure("warning")
+    if args.shaped_only:
+        figures = shaped_figures(args.shaped_only, args.threads, args.repeat)
+        emit(args, figures)
+        return
     path = args.model or default_model()
     base = llama_settings(args, n_ctx=4096)
     turns = {"quote": render(quote_turn()), "report": render(conversation())}
@@ -244,19 +279,7 @@ def main() -> None:
     figures["auto"] = {"drafting": auto_on, "full_draft_gain": round(auto_gain, 3)}
     shaped = shaped_model(args.shaped)
     if shaped is not None:
-        model = LlamaModel(shaped, LlamaSettings(n_ctx=4096, n_threads=args.threads, n_threads_batch=args.threads))
-        try:
-            shaped_costs = batch_costs(model, args.repeat, 256)  # its prefill is slow on a CPU
-        finally:
-            model.close()
-        print_costs(f"{shaped.name}, LocoOperator-4B-shaped", shaped_costs)
-        full = base.draft_max + 1
-        gain = batch_gain(shaped_costs[1], shaped_costs[full], full)
-        print(f'speculative = "auto" at the 4B shape: drafting {"on" if gain >= WINS_AT else "off"} ({gain:.2f}x)')
-        figures["shaped_model"] = shaped.name
-        figures["shaped_batch_ms"] = {str(n): round(v, 2) for n, v in shaped_costs.items()}
-        figures["shaped_full_draft_gain"] = round(gain, 3)
-        figures["shaped_auto_drafting"] = gain >= WINS_AT
+        figures.update(shaped_figures(shaped, args.threads, args.repeat))
     emit(args, figures)
     q = figures["quote"]
     print(

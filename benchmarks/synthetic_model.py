@@ -87,6 +87,9 @@ def padded_tokenizer(source: Path) -> Tokenizer:
     types = [int(field.parts[i][0]) for i in field.data]
     merges = _strings(reader.fields["tokenizer.ggml.merges"])
     pre = bytes(reader.fields["tokenizer.ggml.pre"].parts[-1]).decode()
+    eos, pad = tokens.index("<|im_end|>"), _scalar(reader, "tokenizer.ggml.padding_token_id")
+    if len(tokens) == N_VOCAB and all(tokens[i] == t for i, t in ADDED_TOKENS.items()):
+        return Tokenizer(tokens, types, merges, pre, eos=eos, pad=pad, bos=0)  # padded already (write_vocab's file)
     if len(tokens) >= min(ADDED_TOKENS):
         raise SystemExit(f"{source}: {len(tokens)} tokens leave no room below id {min(ADDED_TOKENS)}")
     clash = set(ADDED_TOKENS.values()) & set(tokens)
@@ -99,8 +102,7 @@ def padded_tokenizer(source: Path) -> Tokenizer:
         else:
             tokens.append(f"[PAD{i}]")  # what convert_hf_to_gguf.py writes for Qwen3's own padding
             types.append(int(gguf.TokenType.UNUSED))
-    eos = tokens.index("<|im_end|>")
-    return Tokenizer(tokens, types, merges, pre, eos=eos, pad=_scalar(reader, "tokenizer.ggml.padding_token_id"), bos=0)
+    return Tokenizer(tokens, types, merges, pre, eos=eos, pad=pad, bos=0)
 
 
 CHAT_TEMPLATE = (
@@ -257,7 +259,12 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=N_LAYER, help=f"transformer blocks (the real model has {N_LAYER})")
     ap.add_argument("--quant", default="Q4_K_M", choices=sorted(FTYPES), help="llama.cpp quantisation (default Q4_K_M)")
     ap.add_argument("--out", type=Path, required=True, help="folder for the GGUF files")
-    ap.add_argument("--tokenizer", type=Path, default=None, help="GGUF whose BPE vocabulary to pad (default SmolLM2)")
+    ap.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="GGUF whose BPE vocabulary to pad (default SmolLM2), or a vocabulary padded already (write_vocab's)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="quantiser threads (0 = all cores)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep-f16", action="store_true", help="keep the F16 intermediate")
@@ -279,7 +286,8 @@ def main() -> None:
             raise SystemExit("--from-2-layer knows llama.cpp's per-layer types for Q4_K_M only")
         two = args.out / "loco4b-shaped-L2-Q4_K_M.gguf"
         if not two.is_file():
-            subprocess.run([sys.executable, __file__, "--layers", "2", "--out", str(args.out)], check=True)
+            tokenizer = ["--tokenizer", str(args.tokenizer)] if args.tokenizer else []
+            subprocess.run([sys.executable, __file__, "--layers", "2", "--out", str(args.out), *tokenizer], check=True)
         assemble(two, dst, args.layers)
         print(f"wrote {dst} ({dst.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f}s", flush=True)
         return

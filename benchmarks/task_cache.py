@@ -59,8 +59,8 @@ def parent_turn(model: LlamaModel, parent: list[Message], mode: str) -> tuple[in
         t0 = time.perf_counter()
         model.restore(saved)
         keep_s += time.perf_counter() - t0
-    nxt = [*parent, Message("assistant", format_call("Read", {"file_path": "agent.py", "limit": 40}))]
-    nxt.append(Message("tool", Toolbox(ROOT).call("Read", {"file_path": "agent.py", "limit": 40}).text))
+    nxt = [*parent, Message("assistant", format_call("Read", {"file_path": "explore/agent.py", "limit": 40}))]
+    nxt.append(Message("tool", Toolbox(ROOT).call("Read", {"file_path": "explore/agent.py", "limit": 40}).text))
     t0 = time.perf_counter()
     out = model.complete(render(nxt), OPTS)
     return out.usage.prompt_tokens_evaluated, time.perf_counter() - t0, keep_s
@@ -74,7 +74,10 @@ def main() -> int:
     model = LlamaModel(args.model or default_model(), LlamaSettings(n_ctx=4096))
     parent = conversation(
         "How does the explorer serve Task calls?",
-        [("Read", {"file_path": "report.py", "limit": 60}), ("Grep", {"pattern": "def ", "path": "server.py"})],
+        [
+            ("Read", {"file_path": "explore/report.py", "limit": 60}),
+            ("Grep", {"pattern": "def ", "path": "serve/server.py"}),
+        ],
     )
     sent = model.count_tokens(render(parent))
     rows: dict[str, list[tuple[int, float, float]]] = {"no-task": [], "task": [], "restore": []}

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcp_loco import __version__, logs
-from mcp_loco.config import Settings, load_settings, parse_assignment, render_toml
 from mcp_loco.errors import ConfigError, LocoError
 
 if TYPE_CHECKING:
+    from mcp_loco.config import Settings
     from mcp_loco.explore.agent import Progress
+    from mcp_loco.serve.fast_start import FastStart
 
 Overrides = dict[str, dict[str, Any]]
 
@@ -39,6 +40,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> Overrides:
     """Map command-line flags onto settings keys (the highest-precedence layer)."""
+    from mcp_loco.config import parse_assignment
+
     out: Overrides = {}
 
     def put(section: str, key: str, value: Any) -> None:
@@ -67,6 +70,8 @@ def _overrides(args: argparse.Namespace) -> Overrides:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from mcp_loco.config import load_settings  # not at the top: `serve` answers its client before this loads
+
     settings = load_settings(getattr(args, "config", None), _overrides(args))
     logs.configure(settings.log.level, settings.log.json_format)
     return settings
@@ -107,7 +112,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(modelfiles.format_listing(modelfiles.list_local(settings.model)))
     try:
-        print(f"in use: {modelfiles.resolve(settings.model.model_copy(update={'download': False}))}")
+        found = modelfiles.locate(settings.model.model_copy(update={"download": False}))
+        print(f"in use: {found.path} (picked by {found.rule})")
     except LocoError as e:
         print(f"in use: none yet ({e})")
     return 0
@@ -152,20 +158,77 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the MCP server."""
+    """Run the MCP server (over stdio, the client is answered while the server imports: serve/fast_start.py)."""
+    front = _fast_start(args)
     from mcp_loco.serve.server import serve
 
-    serve(_settings(args))
+    serve(_settings(args), front=front)
     return 0
 
 
-def cmd_batch(args: argparse.Namespace) -> int:
-    """Answer a file of queries (`id<TAB>query` per line), one markdown file per answer."""
-    from mcp_loco.batch import run_batch
+def _fast_start(args: argparse.Namespace) -> FastStart | None:
+    """Start answering a stdio client from the recorded handshake, before settings or the SDK load.
 
+    The transport and `server.fast_start` are read here as load_settings would (flags, then the
+    environment, then --config), without importing it; anything unclear means no fast start.
+    """
+    import os
+    import tomllib
+
+    def setting(key: str, flag: object) -> str | None:
+        if flag is not None:
+            return str(flag)
+        for text in reversed(getattr(args, "set", None) or []):
+            name, _, value = str(text).partition("=")
+            if name.strip() == f"server.{key}":
+                return value.strip()
+        env = os.environ.get(f"MCP_LOCO_SERVER_{key.upper()}")
+        if env is not None:
+            return env
+        if getattr(args, "config", None):
+            try:
+                with open(args.config, "rb") as f:
+                    value = tomllib.load(f).get("server", {}).get(key)
+            except (OSError, tomllib.TOMLDecodeError, AttributeError):
+                return "?"
+            return None if value is None else str(value)
+        return None
+
+    transport = setting("transport", getattr(args, "transport", None)) or "stdio"
+    fast = (setting("fast_start", None) or "true").strip().lower()
+    if transport != "stdio" or fast in ("0", "false", "f", "no", "n", "off", "?"):
+        return None
+    from mcp_loco.serve.fast_start import FastStart
+
+    return FastStart.begin()
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Answer a file of queries (`id<TAB>query` per line) several at once, or sum up an answers folder."""
+    from mcp_loco.batch import run_batch, summarize
+
+    if args.summary:
+        _settings(args)  # the log set-up
+        print(summarize(Path(args.summary)).text())
+        return 0
+    missing = [
+        flag for flag, value in (("--root", args.root), ("--queries", args.queries), ("--out", args.out)) if not value
+    ]
+    if missing:
+        print(f"error: batch needs {', '.join(missing)} (or --summary DIR to sum up a finished run)", file=sys.stderr)
+        return 2
     settings = _settings(args)
-    summary = run_batch(settings, Path(args.root), Path(args.queries), Path(args.out))
+    summary = run_batch(
+        settings,
+        Path(args.root),
+        Path(args.queries),
+        Path(args.out),
+        parallel=args.batch_parallel,
+        show_progress=not args.quiet,
+    )
     print(summary.line(), file=sys.stderr)
+    if summary.interrupted:
+        return 130
     return 0 if summary.failed == 0 else 1
 
 
@@ -178,9 +241,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     """Register the server with an MCP client: Claude Code, Claude Desktop, or another client's config file."""
-    from mcp_loco.serve import clients, install
+    from mcp_loco.serve import client_configs, install
 
-    if args.client in clients.CLIENTS:
+    if args.client in client_configs.CLIENTS:
         if args.url or args.token_file or args.proxy or args.scope:
             print(
                 f"error: {args.client} starts the server itself (stdio) from its config file; "
@@ -188,7 +251,7 @@ def cmd_install(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        return clients.install(
+        return client_configs.install(
             args.client,
             args.name,
             args.root,
@@ -216,6 +279,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def _serve_budget_s(server_args: Sequence[str]) -> float:
     """The call budget (agent.deadline_s) of `serve SERVER_ARGS` as installed: its --config and --set, this environment."""
+    from mcp_loco.config import load_settings
+
     serve, unknown = build_parser().parse_known_args(["serve", *server_args])
     if unknown:
         raise ConfigError(
@@ -239,6 +304,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         "fallback_turns": args.fallback_turns,
         "parallel": args.proxy_parallel,
     }
+    from mcp_loco.config import load_settings
+
     overrides = _overrides(args)
     overrides.setdefault("proxy", {}).update({k: v for k, v in flags.items() if v is not None})
     settings = load_settings(getattr(args, "config", None), overrides)
@@ -261,6 +328,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """Print the effective settings (or the defaults) as TOML."""
+    from mcp_loco.config import render_toml
+
     print(render_toml(None if args.defaults else _settings(args)), end="")
     return 0
 
@@ -307,9 +376,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("batch", help="answer a file of queries, one markdown file per answer")
-    p.add_argument("--root", required=True, help="directory to explore")
-    p.add_argument("--queries", required=True, help="tab-separated file: id<TAB>query per line")
-    p.add_argument("--out", required=True, help="folder for the answers (existing ones are skipped)")
+    p.add_argument("--root", help="directory to explore")
+    p.add_argument("--queries", help="tab-separated file: id<TAB>query per line (UTF-8)")
+    p.add_argument("--out", help="folder for the answers and index.jsonl (existing answers are skipped)")
+    p.add_argument(
+        "--parallel",
+        dest="batch_parallel",
+        type=int,
+        metavar="N",
+        help="explorations at once (default: the pool's size, server.parallel)",
+    )
+    p.add_argument("--summary", metavar="DIR", help="print the totals of a batch --out folder and exit")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar on stderr")
     p.add_argument("--max-turns", dest="max_turns", type=int, help="model turns per query")
     p.add_argument("--deadline-s", dest="deadline_s", type=float, help="wall-clock budget per query")
     _model_flags(p)

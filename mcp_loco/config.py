@@ -13,12 +13,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.config import JsonDict
+from pydantic.fields import FieldInfo
 
 from mcp_loco.deny_defaults import DEFAULT_ALLOW, DEFAULT_DENY
 from mcp_loco.errors import ConfigError
 
 ENV_PREFIX = "MCP_LOCO_"
 Budget = Literal["turns", "context"]
+
+
+SECRET: JsonDict = {"secret": True}
+"""The marker of a secret setting (`Field(..., json_schema_extra=SECRET)`): shown as `***` when set, never its value."""
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """True for a secret setting: a SecretStr, or a field carrying the SECRET marker."""
+    extra = field.json_schema_extra
+    return field.annotation is SecretStr or (isinstance(extra, dict) and extra.get("secret") is True)
 
 
 class Section(BaseModel):
@@ -98,7 +110,7 @@ class HttpSettings(Section):
     """Base URLs such as http://127.0.0.1:8080/v1. A conversation sticks to one; new ones go to the least busy."""
     model: str = ""
     """Model name sent with each request (some servers require it)."""
-    api_key: str = ""
+    api_key: str = Field("", json_schema_extra=SECRET)
     """Bearer token, if the servers want one."""
     timeout_s: float = Field(300.0, gt=0)
     """Seconds one request may take."""
@@ -130,6 +142,10 @@ class AgentSettings(Section):
     """Wall-clock budget of a call in seconds, the report included (30% is kept for it); under Claude Code's 120 s."""
     report_max_tokens: int = Field(8000, ge=256)
     """Cap on the returned report (Claude Code warns from ~10k tokens)."""
+    report_max_chars: int = Field(10_000, ge=1000)
+    """Cap on the report in characters, for every client: cut at a paragraph, the verified citations of the
+    part cut off listed after it, and a note saying so (Codex cuts MCP output at ~12 KB for models it does
+    not know; Qwen Code at 25,000 characters)."""
     grammar: bool = True
     """Constrain each tool call, once the model opens <tool_call>, to valid JSON for a known tool."""
     force_first_tool: bool = True
@@ -188,7 +204,7 @@ class EscalationSettings(Section):
     """Chat-completions base URL (e.g. https://openrouter.ai/api/v1). Empty: off."""
     model: str = ""
     """Model name at that endpoint."""
-    api_key: str = ""
+    api_key: str = Field("", json_schema_extra=SECRET)
     """Bearer token for the endpoint."""
     on: list[Budget] = Field(default_factory=lambda: list[Budget](["turns", "context"]))
     """Budgets whose exhaustion hands the conversation over."""
@@ -224,6 +240,9 @@ class ServerSettings(Section):
     """Largest HTTP request body accepted (sse and http); larger ones get 413."""
     max_sessions_per_client: int = Field(32, ge=1)
     """Open sessions (http) and SSE streams one client address may hold; more get 429."""
+    fast_start: bool = True
+    """stdio: answer `initialize` and the listings from the recorded handshake while the server imports, so
+    clients that give a server one second (Codex CLI) see it from their first turn."""
 
 
 class ProxySettings(Section):
@@ -346,11 +365,19 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _secret_key(loc: tuple[int | str, ...]) -> bool:
+    """True when an error's location is a secret setting (its value is never repeated in the message)."""
+    section = SECTIONS.get(str(loc[0])) if loc else None
+    field = section.model_fields.get(str(loc[1])) if section and len(loc) > 1 else None
+    return field is not None and is_secret(field)
+
+
 def _format_validation(e: ValidationError, where: str) -> str:
     lines = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"])
-        lines.append(f"{key}: {err['msg']} (got {err.get('input')!r}, from {where})")
+        got = "***" if _secret_key(err["loc"]) else repr(err.get("input"))
+        lines.append(f"{key}: {err['msg']} (got {got}, from {where})")
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 
@@ -389,9 +416,10 @@ def load_settings(
     return Settings.model_validate(data)
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, SecretStr):  # shown as set or not, never its value
-        return json.dumps("***" if value.get_secret_value() else "")
+def _toml_value(value: Any, secret: bool = False) -> str:
+    if secret or isinstance(value, SecretStr):  # shown as set or not, never its value
+        shown = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return json.dumps("***" if shown else "")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -418,7 +446,7 @@ def render_toml(settings: Settings | None = None) -> str:
         for key, field in cls.model_fields.items():
             for line in (field.description or "").splitlines():
                 out.append(f"# {line.strip()}")
-            out.append(f"{key} = {_toml_value(getattr(section, key))}")
+            out.append(f"{key} = {_toml_value(getattr(section, key), is_secret(field))}")
     return "\n".join(out) + "\n"
 
 

@@ -10,11 +10,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcp_loco.config import Settings
 from mcp_loco.errors import LocoError
 from mcp_loco.interfaces import GenerateOptions, Segment
 from mcp_loco.model.speed import DepthBench, Point, Shape, bench, estimate_seconds
+
+if TYPE_CHECKING:
+    from mcp_loco.model.modelfiles import Located
 
 REBUILD = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
@@ -39,16 +43,20 @@ def _check_llama_import(settings: Settings) -> str:
 
 def _local_model(settings: Settings) -> Path:
     """The model file on this machine; doctor never downloads."""
+    return _located(settings).path
+
+
+def _located(settings: Settings) -> Located:
     from mcp_loco.model import modelfiles
 
-    return modelfiles.resolve(settings.model.model_copy(update={"download": False}))
+    return modelfiles.locate(settings.model.model_copy(update={"download": False}))
 
 
 def _check_model_file(settings: Settings) -> str:
     if settings.model.backend != "llama":
         return f"backend is {settings.model.backend}: no local model file needed"
-    path = _local_model(settings)
-    return f"{path} ({path.stat().st_size / 1e9:.2f} GB)"
+    found = _located(settings)
+    return f"{found.path} ({found.path.stat().st_size / 1e9:.2f} GB; picked by {found.rule})"
 
 
 def _check_decode(settings: Settings) -> str:

@@ -132,7 +132,7 @@ def test_install_claude_desktop_keeps_other_entries_and_a_backup(tmp_path: Path)
     data = json.loads(cfg.read_text())
     assert data["theme"] == "dark" and data["mcpServers"]["other"] == {"command": "x", "args": []}
     assert data["mcpServers"]["loco"] == {"command": str(BIN), "args": ["serve", "--root", str(tmp_path)], "env": {}}
-    backups = list(cfg.parent.glob("claude_desktop_config.json.*.bak"))
+    backups = list(cfg.parent.glob("claude_desktop_config.json.bak-*"))
     assert len(backups) == 1 and json.loads(backups[0].read_text()) == original
     # Running it again replaces our entry, still keeping the others.
     assert mcp_loco("install", "claude-desktop", "--config-path", str(cfg), "--name", "loco").returncode == 0
@@ -161,6 +161,29 @@ def test_doctor_passes_with_the_small_model(small_model_path: Path) -> None:
     for check in ("ripgrep: ok", "llama.cpp library: ok", "model file: ok", "load + decode one token: ok"):
         assert check in done.stdout
     assert "decoded 1 token" in done.stdout
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_doctor_says_which_model_file_and_why_never_the_projects(small_model_path: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "models/LocoOperator-4B-Q4_K_M.gguf").write_bytes(b"GGUF written by the project")
+    mine = tmp_path / "my-models"
+    mine.mkdir()
+    (mine / "LocoOperator-4B-Q4_K_M.gguf").symlink_to(small_model_path)
+    env = clean_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), XDG_DATA_HOME=str(tmp_path / "data"))
+    args = [str(BIN), "doctor", "--set", "llama.n_ctx=2048"]
+    run = {"capture_output": True, "text": True, "env": env, "cwd": project, "timeout": 300, "check": False}
+    done = subprocess.run([*args, "--set", f"model.models_dir={mine}"], **run)  # type: ignore[call-overload]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("model file:"))
+    assert (
+        line.startswith(f"model file: ok - {mine / 'LocoOperator-4B-Q4_K_M.gguf'} (")
+        and "picked by model.models_dir" in line
+    )
+    done = subprocess.run(args, **run)  # type: ignore[call-overload]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("model file:"))
+    assert str(project) not in line, line  # the project's models/ is never a candidate
 
 
 def test_doctor_says_what_to_fix(tmp_path: Path) -> None:

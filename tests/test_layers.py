@@ -15,7 +15,7 @@ LEVELS: dict[str, int] = {
     **dict.fromkeys(["batch", "doctor", "serve", "proxy", "evals"], 3),
     "explore": 2,
     **dict.fromkeys(["model", "sandbox"], 1),
-    **dict.fromkeys(["__init__", "config", "deny_defaults", "interfaces", "errors", "logs"], 0),
+    **dict.fromkeys(["__init__", "config", "deny_defaults", "interfaces", "errors", "logs", "webguard"], 0),
 }
 
 

@@ -83,7 +83,7 @@ class Explorer:
             root=tools.root,
             question=question,
             tools=tools,
-            oracle=path_oracle(tools),
+            oracle=path_oracle(tools, until=now + budget_s),
             depth=0,
             max_turns=max_turns or agent.max_turns,
             stop=StopSignal(cancel, now + budget_s - reserve),
@@ -200,6 +200,7 @@ class Explorer:
         if not isinstance(prompt, str) or not prompt.strip():
             return ToolResult('Task needs "prompt": the sub-question to explore, as a string.', ok=False)
         sub = run.child(prompt)
+        sub.progress = _relay(run)
         run.tell(f"Task sub-exploration {prompt[:60]!r}")
         # The sub-conversation displaces the parent's evaluated prefix; put it back afterwards so the
         # parent's next turn evaluates only its new tokens (benchmarks/task_cache.py measures this).
@@ -260,8 +261,9 @@ class Explorer:
 
     def _result(self, run: Run, report: str, reason: StopReason, escalated: bool) -> ExploreResult:
         # Quotes first: a corrected line range is then checked (and counted) as the citation it now is.
-        quoted, quotes = check_quotes(report, run.root, run.seen, run.oracle.text)
-        marked, citations = check_report(quoted, run.root, run.oracle, run.seen)
+        # Both checks stop at the call's deadline; what they could not reach is marked unchecked.
+        quoted, quotes = check_quotes(report, run.root, run.seen, run.oracle.text, run.hard_deadline)
+        marked, citations = check_report(quoted, run.root, run.oracle, run.seen, run.hard_deadline)
         result = ExploreResult(
             report=cap_report(marked, self.settings.agent.report_max_tokens, self.turns.count),
             citations=citations,
@@ -280,6 +282,18 @@ class Explorer:
             "end", stop_reason=reason, turns=result.turns, usage=result.usage.model_dump(), elapsed_s=result.elapsed_s
         )
         return result
+
+
+def _relay(run: Run) -> ProgressFn | None:
+    """A sub-exploration's progress, said as its parent's turn: `turn 3/10 > Task turn 2/5: Grep ...`."""
+    say = run.progress
+    if say is None:
+        return None
+
+    def relay(p: Progress) -> None:
+        say(Progress(run.turns, run.max_turns, f"turn {run.turns}/{run.max_turns} > Task {p.message}"))
+
+    return relay
 
 
 __all__ = ["Explorer", "Progress", "StopSignal"]

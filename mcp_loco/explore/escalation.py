@@ -12,14 +12,19 @@ import structlog
 from mcp_loco.config import EscalationSettings
 from mcp_loco.errors import BackendError, Cancelled, ConfigError
 from mcp_loco.interfaces import Message, StopSignal
-from mcp_loco.model.protocol import chat_turns, prompt_text
+from mcp_loco.model.backends.openai_compat import wire_text
+from mcp_loco.model.protocol import chat_turns
 
 log = structlog.get_logger("mcp_loco.explore.escalation")
 
 
 def to_chat(messages: Sequence[Message]) -> list[dict[str, str]]:
-    """Chat messages carrying the same text protocol (tool results as one user turn of <tool_response> blocks)."""
-    return [{"role": role, "content": prompt_text(parts)} for role, parts in chat_turns(messages)]
+    """Chat messages carrying the same text protocol (tool results as one user turn of <tool_response> blocks).
+
+    Text from files and the question goes through the HTTP backend's neutralising, so a `<|im_end|>` in a
+    file stays text at the endpoint too; the protocol's own markers are sent as they are.
+    """
+    return [{"role": role, "content": wire_text(parts)} for role, parts in chat_turns(messages)]
 
 
 def fallback_for(settings: EscalationSettings) -> ChatFallback | None:

@@ -1,7 +1,10 @@
 """What the calling model reads: a brief result (the report first, compact citations), the trace on request.
 
-Claude Code hands its model `JSON.stringify(structuredContent)` and not the text content, so every field
-here costs the caller's context. The brief payload stays within `1.3 x len(report) + 800` characters.
+Clients hand a tool result to their model in different ways (`Reading`): Claude Code and VS Code pass
+`JSON.stringify(structuredContent)` only, Codex the same JSON behind a "Wall time" line, Gemini CLI, Qwen
+Code and opencode the text only, Copilot CLI the text and then the JSON. Whichever it is, what the model
+reads stays within `1.3 x len(report) + 800` characters, and a long report is cut (its verified citations
+kept) to what the strictest client passes on.
 """
 
 from __future__ import annotations
@@ -15,8 +18,17 @@ from mcp_loco.explore.report import Citation, ExploreResult, Quote, StopReason, 
 from mcp_loco.interfaces import Usage
 
 Detail = Literal["brief", "full"]
+Reading = Literal["structured", "text", "both", "codex"]
+"""How a client hands a result to its model: the structured content's JSON, the text, the text then the JSON
+(Copilot CLI), or the JSON behind Codex's "Wall time ... Output:" header."""
 BOUND_RATIO = 1.3
 BOUND_EXTRA = 800
+POINTER = "The report and its checked citations are in the structured result below."
+"""The text for clients that read both text and structured content: the report is not said twice."""
+CODEX_HEADER = "Wall time: {seconds:.4f} seconds\nOutput:\n"
+READS_MAX: dict[Reading, int] = {"codex": 12_000}
+"""UTF-8 bytes a client passes on to its model at most (Codex CLI, for a model it does not know); the
+report is cut further where the escaped JSON would pass this."""
 
 
 class Unverified(BaseModel):
@@ -66,9 +78,18 @@ class Answer(BaseModel):
     trace: Trace | None = Field(None, description='Tool calls, usage, timings, files examined (detail="full")')
 
 
-def model_reads(payload: dict[str, Any]) -> str:
-    """The payload as Claude Code hands it to its model (JSON.stringify: compact, Unicode kept)."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+def model_reads(
+    payload: dict[str, Any], reading: Reading = "structured", text: str = "", seconds: float = 100.0
+) -> str:
+    """What a client's model reads of a result (its text and structured content), as that client renders it."""
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))  # JSON.stringify: compact, Unicode kept
+    if reading == "text":
+        return text
+    if reading == "both":
+        return f"{text}\n\n{data}"
+    if reading == "codex":
+        return CODEX_HEADER.format(seconds=seconds) + data
+    return data
 
 
 def bound(report: str) -> int:
@@ -96,8 +117,10 @@ def _quotes(result: ExploreResult) -> Quotes:
     return out
 
 
-def answer(result: ExploreResult, detail: Detail = "brief") -> dict[str, Any]:
-    """The structured content for a result: brief by default, with the trace when asked for."""
+def answer(
+    result: ExploreResult, detail: Detail = "brief", reading: Reading = "structured", text: str = ""
+) -> dict[str, Any]:
+    """The structured content for a result: brief by default (bounded as `reading` reads it), the trace on request."""
     verified = list(dict.fromkeys(_relative(c, result.root) for c in result.citations if c.verified))
     unverified = list({(_relative(c, result.root), c.reason): None for c in result.citations if not c.verified})
     citations = Citations(verified=verified, unverified=[Unverified(cite=p, reason=r) for p, r in unverified])
@@ -113,8 +136,94 @@ def answer(result: ExploreResult, detail: Detail = "brief") -> dict[str, Any]:
         return out.model_dump(mode="json", exclude_defaults=True)
     payload = out.model_dump(mode="json", exclude_defaults=True)
     # Many citations in a short report: keep the unverified ones (they warn), drop verified ones from the end.
-    while len(model_reads(payload)) > bound(result.report) and citations.verified:
+    while len(model_reads(payload, reading, text)) > bound(result.report) and citations.verified:
         cut = max(1, len(citations.verified) // 4)
         citations.verified, citations.more = citations.verified[:-cut], citations.more + cut
         payload = out.model_dump(mode="json", exclude_defaults=True)
     return payload
+
+
+def present(
+    result: ExploreResult, detail: Detail = "brief", reading: Reading | None = None, max_chars: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The text content and structured content for a client that reads results as `reading` (None: unknown).
+
+    A client that reads both gets a one-line pointer as text, so its model reads the report once; every
+    other client (an unknown one included) gets the report as text, which text-only clients need. The
+    report is cut to `max_chars` (fit_report), and further where the client passes on less (READS_MAX).
+    """
+    cap = max_chars if max_chars is not None else len(result.report)
+    while True:
+        fitted = result.model_copy(update={"report": fit_report(result.report, result.citations, cap)})
+        text = POINTER if reading == "both" else fitted.report
+        payload = answer(fitted, detail, reading or "structured", text)
+        limit = READS_MAX.get(reading) if reading is not None and detail == "brief" else None
+        over = 0 if limit is None else len(model_reads(payload, reading or "structured", text).encode()) - limit
+        if over <= 0 or cap <= MIN_CAP:
+            return text, payload
+        cap = max(MIN_CAP, min(len(fitted.report), cap) - over)
+
+
+MIN_CAP = 1000
+"""The report is never cut shorter than this for a client's limit."""
+
+
+def fit_report(report: str, citations: list[Citation], max_chars: int) -> str:
+    """Cut a report longer than `max_chars` at a paragraph boundary, keeping its verified citations.
+
+    The verified citations the cut removed follow as a "Sources" list, and a last line says the report
+    was cut and how long it was, so a client that cuts long output never drops the part that matters.
+    """
+    if len(report) <= max_chars:
+        return report
+    note = (
+        f"\n\n[report cut to fit every client: it was {len(report):,} characters, this is at most "
+        f"{max_chars:,}; ask a narrower question for the rest]"
+    )
+    cited = list(dict.fromkeys(c.text for c in citations if c.verified))
+    budget = max_chars - len(note)
+    while True:
+        kept = _cut_at_boundary(report, budget)
+        # The whole list if it fits the cap at all: the report's text gives way to it.
+        sources = _sources([c for c in cited if c not in kept], max_chars - len(note))
+        over = len(kept) + len(sources) + len(note) - max_chars
+        if over <= 0 or not kept:
+            return kept + sources + note
+        budget = min(budget - 1, len(kept) - over)  # strictly smaller: the loop ends
+
+
+def _cut_at_boundary(text: str, limit: int) -> str:
+    """The longest prefix within `limit` characters ending at a paragraph (else line, else word) boundary, fences closed."""
+    if limit <= 0:
+        return ""
+    head = text[: limit + 1]  # one more: a boundary just after the limit still counts
+    for sep in ("\n\n", "\n", " "):
+        at = head.rfind(sep)
+        if at > limit // 2 or (sep == " " and at >= 0):
+            head = head[:at]
+            break
+    else:
+        head = ""  # no boundary at all: never end inside a word or a path
+    head = head.rstrip()
+    if sum(1 for line in head.splitlines() if line.lstrip().startswith(("```", "~~~"))) % 2:
+        head += "\n```"  # a code block left open would swallow the sources and the note
+    return head
+
+
+def _sources(cites: list[str], room: int) -> str:
+    """The list of citations the cut removed; only when even that does not fit `room`, its head and a count."""
+    if not cites:
+        return ""
+    head = "\n\nSources (verified citations in the part cut off):"
+    out = head + "".join(f"\n- {c}" for c in cites)
+    if len(out) <= room:
+        return out
+    shown: list[str] = []
+    for c in cites:  # only reached when the list alone is longer than the cap: say how many are missing
+        tail = f"\n- ... {len(cites) - len(shown) - 1} more in citations.verified of the structured result"
+        if len(head) + sum(len(x) for x in shown) + len(f"\n- {c}") + len(tail) > room:
+            break
+        shown.append(f"\n- {c}")
+    return (
+        head + "".join(shown) + f"\n- ... {len(cites) - len(shown)} more in citations.verified of the structured result"
+    )

@@ -8,7 +8,8 @@ numbers is an elision too) and a cut first or last line. A block is looked for w
 token is (str.find over the raw text), so a file is never split or normalised whole: the check costs
 little more than reading the files. Files are read through the caller's `read` (the sandbox's
 confined open), at most once each, and only when a tool showed them: a denied or outside path is
-never read, so a quote can never draw its content into the report.
+never read, so a quote can never draw its content into the report. With a deadline, a block the time
+left no room to check is marked `[unchecked quote: time budget]`, never taken as verified.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from mcp_loco.explore.report import Found, Quote, find_citations
+from mcp_loco.explore.report import UNCHECKED, Found, Quote, find_citations
 
 __all__ = ["Quote", "check_quotes"]
 
@@ -32,6 +34,7 @@ _NUMBERED = re.compile(r"^\s*(?:(?P<path>/[^\s:]*?)[:-])?(?P<n>\d{1,7})(?:\t|[:-
 _LINE_CUT = re.compile(r"\.\.\. \[line cut: \d+ more characters\]$")
 _LINES_SUFFIX = re.compile(r"(?::\d+(?:-\d+)?|#L\d+(?:-L?\d+)?)$")
 CORRECTED = " [lines corrected]"
+UNCHECKED_QUOTE = "unchecked quote: time budget"
 _MAX_CANDIDATES = 256
 """Lines holding a segment's anchor token tried before giving up (a block of `}` lines is no quote)."""
 
@@ -310,16 +313,34 @@ class _Files:
         return self.cache[path]
 
 
-def _check(report: str, b: _Block, files: _Files, edits: list[tuple[int, int, str]]) -> Quote | None:
+def _unchecked(
+    report: str, b: _Block, path: str, lines: tuple[int, int] | None, edits: list[tuple[int, int, str]]
+) -> Quote:
+    """A block the deadline left no time to check: marked so in the text, not verified."""
+    if not report.startswith("[unchecked quote:", b.end):
+        newline = "" if report[b.end - 1 : b.end] == "\n" else "\n"
+        edits.append((b.end, b.end, f"{newline}[{UNCHECKED_QUOTE}]\n"))
+    line_start, line_end = lines or b.numbered or (None, None)
+    return Quote(path=path, line_start=line_start, line_end=line_end, verified=False, reason=UNCHECKED, unchecked=True)
+
+
+def _check(
+    report: str, b: _Block, files: _Files, edits: list[tuple[int, int, str]], expired: Callable[[], bool]
+) -> Quote | None:
     """One block's quote (None for an unattributed block found nowhere); adds its fixes and marks to `edits`."""
     cite = b.cite
     path = cite.path if cite is not None else b.numbered_path
     lines = (cite.line_start, cite.line_end or cite.line_start) if cite and cite.line_start else None
+    if expired():
+        # Out of time: a block that names its file is marked unchecked; one that names none claims nothing.
+        return _unchecked(report, b, path, lines, edits) if path else None
     a_file = bool(path) and files.get(path) is not None
     under = [] if not path or a_file else [p for p in files.shown if p.startswith(path.rstrip("/") + "/")]
     if not path or (not a_file and (under or (cite is not None and cite.text.endswith("/")))):
         # Unattributed, or attributed to a directory: a block found nowhere is no quote (a shell example).
         for candidate in under or files.shown:
+            if expired():
+                return None  # claims no file, so nothing is left marked verified
             f = files.get(candidate)
             if f is not None and (hit := _find(f, b.variants, None)) is not None:
                 return Quote(path=candidate, verified=True, found_at=hit[0])
@@ -328,6 +349,8 @@ def _check(report: str, b: _Block, files: _Files, edits: list[tuple[int, int, st
     if path not in files.shown_set:
         reason = "the file was never shown by a tool"
     elif (f := files.get(path)) is None:
+        if expired():  # the read was cut by the deadline: nothing was checked
+            return _unchecked(report, b, path, lines, edits)
         reason = "the tools cannot show the file now"
     elif (hit := _find(f, b.variants, lines)) is None:
         reason = "not in the file"
@@ -349,13 +372,22 @@ def _check(report: str, b: _Block, files: _Files, edits: list[tuple[int, int, st
 
 
 def check_quotes(
-    report: str, root: str, shown: Iterable[str], read: Callable[[str], str | None]
+    report: str,
+    root: str,
+    shown: Iterable[str],
+    read: Callable[[str], str | None],
+    deadline: float | None = None,
 ) -> tuple[str, list[Quote]]:
     """Check every code block against the file it quotes; return the report with fixes and marks, and the quotes.
 
     `shown` are the paths the tools showed; `read(path)` returns a file's text through the sandbox (None
-    when no tool may show it) and is called at most once per path, for shown paths only.
+    when no tool may show it) and is called at most once per path, for shown paths only. Blocks left when
+    `deadline` (time.monotonic()) passes are marked unchecked.
     """
+
+    def expired() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
     files = _Files(read, shown)
     blocks = _blocks(report)
     _attribute(report, root, blocks)
@@ -364,7 +396,7 @@ def check_quotes(
     for b in blocks:
         _parse(b)
         if b.variants:  # not empty, nor nothing but elisions
-            quote = _check(report, b, files, edits)
+            quote = _check(report, b, files, edits, expired)
             if quote is not None:
                 quotes.append(quote)
     parts, at = [], 0

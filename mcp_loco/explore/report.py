@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -41,6 +42,8 @@ _FS_PREFIXES = (
     "/dev/",
 )
 _FENCE = re.compile(r"^\s*(```|~~~)")
+UNCHECKED = "unchecked: time budget"
+"""How a citation or quote the call's deadline left no time to check is marked (never as verified)."""
 
 
 class Citation(BaseModel):
@@ -55,6 +58,8 @@ class Citation(BaseModel):
     verified: bool
     reason: str = ""
     """Why it is not verified (empty when verified)."""
+    unchecked: bool = False
+    """The call's deadline came before this citation could be checked (it is not verified either)."""
 
 
 class Quote(BaseModel):
@@ -70,6 +75,8 @@ class Quote(BaseModel):
     """The lines where the block really is (None when it was not found)."""
     reason: str = ""
     """Why it is not verified, or where it moved from (empty when found at the cited lines)."""
+    unchecked: bool = False
+    """The call's deadline came before this block could be checked (it is not verified either)."""
 
     @property
     def moved(self) -> bool:
@@ -173,8 +180,21 @@ def _seen(path: str, kind: str, seen: set[str]) -> bool:
     return kind == "dir" and any(p.startswith(prefix) for p in seen)
 
 
-def verify(found: Found, root: str, oracle: PathOracle, seen: set[str]) -> Citation:
-    """Check one citation against the disk and against what the tools showed."""
+def unchecked(found: Found) -> Citation:
+    """A citation the deadline left no time to check: not verified, and said so."""
+    return Citation(
+        text=found.text,
+        path=found.path,
+        line_start=found.line_start,
+        line_end=found.line_end,
+        verified=False,
+        reason=UNCHECKED,
+        unchecked=True,
+    )
+
+
+def verify(found: Found, root: str, oracle: PathOracle, seen: set[str], deadline: float | None = None) -> Citation:
+    """Check one citation against the disk and against what the tools showed (unchecked once `deadline` passed)."""
 
     def result(ok: bool, reason: str = "") -> Citation:
         return Citation(
@@ -203,6 +223,8 @@ def verify(found: Found, root: str, oracle: PathOracle, seen: set[str]) -> Citat
         end = found.line_end or found.line_start
         if found.line_start < 1 or end < found.line_start:
             return result(False, f"bad line range {found.line_start}-{end}")
+        if info.lines is None and deadline is not None and time.monotonic() >= deadline:
+            return unchecked(found)  # the deadline cut the line count: nothing was checked
         if info.lines is not None and end > info.lines:
             return result(False, f"line {end} is past the end of the file ({info.lines} lines)")
     if found.path != root and not _seen(found.path, info.kind, seen):  # the root is given in the task
@@ -210,16 +232,28 @@ def verify(found: Found, root: str, oracle: PathOracle, seen: set[str]) -> Citat
     return result(True)
 
 
-def check_report(report: str, root: str, oracle: PathOracle, seen: Iterable[str]) -> tuple[str, list[Citation]]:
-    """Verify every citation; return the report with unverified ones marked, and the citations."""
+def check_report(
+    report: str, root: str, oracle: PathOracle, seen: Iterable[str], deadline: float | None = None
+) -> tuple[str, list[Citation]]:
+    """Verify every citation; return the report with unverified ones marked, and the citations.
+
+    With a `deadline` (time.monotonic()), the citations not checked by then are marked `[unchecked: ...]`.
+    """
     seen_set = {os.path.normpath(p) for p in seen}
     found = find_citations(report, root)
-    citations = [verify(f, root, oracle, seen_set) for f in found]
+    citations: list[Citation] = []
+    for f in found:
+        if deadline is not None and time.monotonic() >= deadline:
+            citations.append(unchecked(f))
+            continue
+        citations.append(verify(f, root, oracle, seen_set, deadline))
     marked = report
     for f, c in sorted(zip(found, citations, strict=True), key=lambda fc: fc[0].start, reverse=True):
         # A model may copy an already marked citation (from a sub-exploration's report): mark it once.
-        if not c.verified and not marked.startswith(" [unverified:", f.end):
-            marked = f"{marked[: f.end]} [unverified: {c.reason}]{marked[f.end :]}"
+        mark = "unchecked" if c.unchecked else "unverified"
+        if not c.verified and not marked.startswith(f" [{mark}:", f.end):
+            text = c.reason if c.unchecked else f"unverified: {c.reason}"
+            marked = f"{marked[: f.end]} [{text}]{marked[f.end :]}"
     return marked, citations
 
 

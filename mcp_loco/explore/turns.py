@@ -203,8 +203,8 @@ class Run:
             self.transcript.event(kind, depth=self.depth, turn=self.turns, **fields)
 
     def tell(self, message: str, *, numbered: bool = True) -> None:
-        """A progress line (the top-level run's only), `turn N/M: ` first unless not `numbered`."""
-        if self.progress is not None and self.depth == 0:
+        """A progress line, `turn N/M: ` first unless not `numbered` (a sub-exploration's goes through its parent)."""
+        if self.progress is not None:
             head = f"turn {self.turns}/{self.max_turns}: " if numbered else ""
             self.progress(Progress(self.turns, self.max_turns, head + message))
 

@@ -1,10 +1,12 @@
 """Finding, downloading and listing GGUF model files.
 
-Order of search (`resolve`): the explicit path (`--model`, `model.path`, `MCP_LOCO_MODEL`), then
-`models_dir` (./models if it exists, then the user data folder), then the Hugging Face cache,
-then a download on first use. Downloads go straight into the models folder (not the HF cache):
-one visible file the user can move or delete, resumed by huggingface_hub from its `.incomplete`
-file when interrupted.
+Models never come from the working directory or an explored tree (the server starts in the user's
+project, which could ship a `models/*.gguf` of its own choosing). Order of search (`locate`): the explicit
+path (`--model`, `model.path`, `MCP_LOCO_MODEL`), then `model.models_dir` when set, else this checkout's
+`models/` (found next to the installed package, never from the working directory) and the user data
+folder, then the Hugging Face cache, then a download on first use. Downloads go into the models folder
+(not the HF cache): one visible file the user can move or delete, resumed from its `.partial` file over
+HTTP Range when interrupted (download.py).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import structlog
 
 from mcp_loco.config import ModelSettings
 from mcp_loco.errors import ModelError, ModelNotFoundError
+from mcp_loco.model import download
 
 log = structlog.get_logger("mcp_loco.model.modelfiles")
 
@@ -96,11 +100,7 @@ _QUANT = re.compile(r"(?:^|[-_.])((?:i1[-_.])?(?:I?Q\d[A-Za-z0-9_]*|BF16|F16|F32
 
 
 class Hub(Protocol):
-    """The huggingface_hub functions this module calls (the module itself satisfies it)."""
-
-    def list_repo_files(self, repo_id: str) -> list[str]: ...
-
-    def hf_hub_download(self, *, repo_id: str, filename: str, local_dir: str) -> str: ...
+    """The huggingface_hub function this module calls to read the local cache (the module satisfies it)."""
 
     def scan_cache_dir(self) -> Any: ...
 
@@ -146,17 +146,29 @@ def _user_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share") / APP / "models"
 
 
+def checkout_models_dir() -> Path | None:
+    """This checkout's models/ folder (next to pyproject.toml above the package), or None for an installed wheel."""
+    top = Path(__file__).resolve().parents[2]
+    models = top / "models"
+    return models if (top / "pyproject.toml").is_file() and models.is_dir() else None
+
+
 def models_dir(model: ModelSettings) -> Path:
-    """Where models are looked for and downloaded to: model.models_dir, else ./models if it exists, else the user data folder."""
+    """Where `models pull` writes: model.models_dir, else this checkout's models/, else the user data folder."""
     if model.models_dir:
         return Path(model.models_dir).expanduser()
-    local = Path("models")
-    return local.resolve() if local.is_dir() else _user_data_dir()
+    return checkout_models_dir() or _user_data_dir()
 
 
-def _search_dirs(model: ModelSettings) -> list[Path]:
-    dirs = [Path(model.models_dir).expanduser()] if model.models_dir else [Path("models").resolve(), _user_data_dir()]
-    return [d for d in dirs if d.is_dir()]
+def _search_dirs(model: ModelSettings) -> list[tuple[Path, str]]:
+    """The folders searched, each with the rule that names it (never the working directory)."""
+    if model.models_dir:
+        dirs = [(Path(model.models_dir).expanduser(), "model.models_dir")]
+    else:
+        checkout = checkout_models_dir()
+        dirs = [(checkout, "this checkout's models/ folder")] if checkout else []
+        dirs.append((_user_data_dir(), "the user data folder"))
+    return [(d, rule) for d, rule in dirs if d.is_dir()]
 
 
 def pick(files: Iterable[str], quant: str, where: str) -> str:
@@ -191,8 +203,16 @@ def pick(files: Iterable[str], quant: str, where: str) -> str:
 # ---- finding ---------------------------------------------------------------------------------------
 
 
-def _in_dirs(model: ModelSettings) -> Path | None:
-    for d in _search_dirs(model):
+@dataclass(frozen=True)
+class Located:
+    """The model file to load and the rule that picked it."""
+
+    path: Path
+    rule: str
+
+
+def _in_dirs(model: ModelSettings) -> Located | None:
+    for d, rule in _search_dirs(model):
         files = [p for p in d.rglob("*.gguf") if p.is_file()]
         if not files:
             continue
@@ -200,7 +220,7 @@ def _in_dirs(model: ModelSettings) -> Path | None:
             name = pick([str(p.relative_to(d)) for p in files], model.quant, str(d))
         except ModelNotFoundError:
             continue
-        return d / name
+        return Located(d / name, f"{rule} {d}, quant {model.quant}")
     return None
 
 
@@ -231,76 +251,61 @@ def _in_hf_cache(model: ModelSettings, hub: Hub) -> Path | None:
 
 def resolve(model: ModelSettings, hub: Hub | None = None) -> Path:
     """The GGUF file to load: explicit path, models folder, Hugging Face cache, or a download."""
+    return locate(model, hub).path
+
+
+def locate(model: ModelSettings, hub: Hub | None = None) -> Located:
+    """The GGUF file to load and the rule that picked it (see the module's docstring for the order)."""
     if model.path:
         p = Path(model.path).expanduser()
         if p.is_file():
-            return p
+            return Located(p, "model.path (--model, model.path or MCP_LOCO_MODEL)")
         if p.is_dir():
-            return resolve(model.model_copy(update={"path": "", "models_dir": str(p)}), hub)
+            found = locate(model.model_copy(update={"path": "", "models_dir": str(p)}), hub)
+            return Located(found.path, found.rule.replace("model.models_dir", "model.path, a folder", 1))
         raise ModelNotFoundError(
             f"model file {p} does not exist (from --model, model.path or MCP_LOCO_MODEL): fix the path, or {HOW_TO_GET}"
         )
-    found = _in_dirs(model)
-    if found:
-        return found
+    in_dirs = _in_dirs(model)
+    if in_dirs:
+        return in_dirs
     hub = hub or _default_hub()
-    found = _in_hf_cache(model, hub)
-    if found:
-        return found
-    searched = ", ".join(str(d) for d in _search_dirs(model)) or str(models_dir(model))
+    cached = _in_hf_cache(model, hub)
+    if cached:
+        return Located(cached, f"the Hugging Face cache of {model.repo}, quant {model.quant}")
+    searched = ", ".join(str(d) for d, _ in _search_dirs(model)) or str(models_dir(model))
     if not model.download:
         raise ModelNotFoundError(
             f"no {model.quant} GGUF of {model.repo} in {searched} or the Hugging Face cache, and model.download is off: {HOW_TO_GET}"
         )
     log.info("modelfiles.downloading", repo=model.repo, quant=model.quant, dest=str(models_dir(model)))
-    return pull(model.repo, model.quant, models_dir(model), hub=hub)
+    return Located(pull(model.repo, model.quant, models_dir(model)), f"downloaded from {model.repo} on first use")
 
 
 # ---- downloading -----------------------------------------------------------------------------------
 
 
-def _list_files(repo: str, hub: Hub) -> list[str]:
-    from huggingface_hub import errors
-
-    try:
-        return list(hub.list_repo_files(repo))
-    except errors.RepositoryNotFoundError:
-        raise ModelNotFoundError(
-            f"repository {repo} was not found on Hugging Face (a typo? if it is private or gated, log in with `hf auth login`)"
-        ) from None
-    except Exception as e:  # offline, DNS, proxy, TLS, 5xx: all mean "cannot list it from here"
-        raise ModelNotFoundError(
-            f"cannot reach Hugging Face to list {repo} ({type(e).__name__}: {e}); {HOW_TO_GET}"
-        ) from None
-
-
-def pull(repo: str, quant: str, dest: Path, filename: str | None = None, *, hub: Hub | None = None) -> Path:
+def pull(repo: str, quant: str, dest: Path, filename: str | None = None, *, http: httpx.Client | None = None) -> Path:
     """Download the GGUF for `quant` (or `filename`) from `repo` into `dest`; resumes an interrupted download."""
-    hub = hub or _default_hub()
-    name = filename or pick(_list_files(repo, hub), quant, repo)
-    target = dest / name
-    if target.is_file():
-        log.info("modelfiles.present", path=str(target))
-        return target
-    dest.mkdir(parents=True, exist_ok=True)
-    partial = (
-        sum(p.stat().st_size for p in (dest / ".cache").rglob("*.incomplete")) if (dest / ".cache").is_dir() else 0
-    )
-    log.info("modelfiles.download", repo=repo, file=name, dest=str(dest), resuming_bytes=partial)
+    if filename and (dest / filename).is_file():
+        log.info("modelfiles.present", path=str(dest / filename))
+        return dest / filename  # present: nothing to ask the Hub
+    own = http is None
+    http = http or download.client()
     try:
-        path = Path(hub.hf_hub_download(repo_id=repo, filename=name, local_dir=str(dest)))
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:
-        from huggingface_hub import errors
-
-        if isinstance(e, errors.EntryNotFoundError):
-            raise ModelNotFoundError(
-                f"{repo} has no file {name!r}; list its files with --quant or check --file"
-            ) from None
-        raise ModelNotFoundError(
-            f"download of {repo}/{name} failed ({type(e).__name__}: {e}); run the same command again to resume, or {HOW_TO_GET}"
-        ) from None
+        files = {f.name: f for f in download.list_files(repo, http, HOW_TO_GET)}
+        name = filename or pick(files, quant, repo)
+        if name not in files:
+            raise ModelNotFoundError(f"{repo} has no file {name!r}; list its files with --quant or check --file")
+        target = dest / name
+        if target.is_file():
+            log.info("modelfiles.present", path=str(target))
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = download.fetch(files[name], target, http, HOW_TO_GET)
+    finally:
+        if own:
+            http.close()
     log.info("modelfiles.downloaded", path=str(path), gb=round(path.stat().st_size / 1e9, 2))
     return path
 
@@ -334,7 +339,7 @@ def list_local(model: ModelSettings, hub: Hub | None = None) -> list[LocalModel]
 
     if model.path and Path(model.path).expanduser().is_file():
         add(Path(model.path).expanduser(), "model.path")
-    for d in _search_dirs(model):
+    for d, _ in _search_dirs(model):
         for p in sorted(d.rglob("*.gguf")):
             add(p, str(d))
     try:

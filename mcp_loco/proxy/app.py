@@ -11,9 +11,11 @@ from typing import Any
 import anyio.to_thread
 import structlog
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_loco.config import Settings
 from mcp_loco.errors import LocoError
@@ -31,12 +33,35 @@ from mcp_loco.proxy.wire import (
     error_response,
     invalid,
     new_id,
+    parse_any_json,
     parse_json,
     validate_request,
 )
+from mcp_loco.webguard import check_request, drain
 
 log = structlog.get_logger("mcp_loco.proxy")
 Endpoint = Callable[[Request], Awaitable[Response]]
+_KINDS = {403: "permission_error"}
+"""The Anthropic error type of a web-page refusal by status (invalid_request_error otherwise)."""
+
+
+class _WebPages:
+    """ASGI middleware: the Host, Origin and content-type rules `serve` applies too (mcp_loco.webguard), every route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            server = scope.get("server")
+            refusal = check_request(scope.get("method", ""), scope.get("headers") or [], server)
+            if refusal is not None:
+                log.warning("proxy.refused", path=scope.get("path", ""), status=refusal.status, error=refusal.message)
+                kind = _KINDS.get(refusal.status, "invalid_request_error")
+                await drain(receive)
+                await error_response(refusal.status, kind, refusal.message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _guarded(endpoint: Endpoint) -> Endpoint:
@@ -222,7 +247,10 @@ class Proxy:
                 "not_found_error",
                 f"{request.method} {request.url.path}: not served here, and no upstream is configured",
             )
-        return await self.upstream.forward(request, await self._read(request), "path")
+        body = await self._read(request)
+        if body:
+            parse_any_json(body)  # what the upstream would choke on is refused here, as on the local routes
+        return await self.upstream.forward(request, body, "path")
 
 
 def create_app(settings: Settings, factory: Callable[[], ChatModel], *, models: LocalModels | None = None) -> Starlette:
@@ -248,7 +276,7 @@ def create_app(settings: Settings, factory: Callable[[], ChatModel], *, models: 
         Route("/v1/messages/count_tokens", _guarded(proxy.count_tokens), methods=["POST"]),
         Route("/{path:path}", _guarded(proxy.other), methods=methods),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(_WebPages)])
     app.state.proxy = proxy
     return app
 

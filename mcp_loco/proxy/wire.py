@@ -145,15 +145,65 @@ class CountTokensRequest(MessagesRequest):
     max_tokens: int = 1
 
 
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects a request body may have (Claude Code's stay far below it)."""
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400."""
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise invalid(f"the request body is not valid JSON: {e}") from None
+    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    data = parse_any_json(body)
     if not isinstance(data, dict):
         raise invalid(f"the request body must be a JSON object, not {type(data).__name__}")
     return data
+
+
+def parse_any_json(body: bytes) -> Any:
+    """Any JSON value that is safe to work on (bounded nesting, text that encodes), or a 400."""
+    try:
+        data = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise invalid(f"the request body nests arrays or objects deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError as e:
+        raise invalid(f"the request body is not valid JSON: it is not UTF-8 text ({e})") from None
+    except ValueError as e:  # JSONDecodeError, and a number too long to convert (over 4300 digits)
+        raise invalid(f"the request body is not valid JSON: {e}") from None
+    _check_tree(data)
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    # Python reads NaN and Infinity, which JSON has not: refuse them rather than pass them on.
+    raise ValueError(f"{name} is not a JSON value (JSON numbers are finite)")
+
+
+def _check_tree(data: Any) -> None:
+    """Refuse nesting past MAX_DEPTH and strings that cannot be encoded (lone surrogates from `\\ud800` escapes)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            _encodable(value)
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            raise invalid(f"the request body nests arrays or objects deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key in value:
+                _encodable(key)
+            stack.extend((v, depth + 1) for v in value.values())
+        else:
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _encodable(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(
+            "the request body holds a string with a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+            "which is not text: send valid UTF-16 pairs"
+        ) from None
 
 
 def validation_message(e: ValidationError) -> str:

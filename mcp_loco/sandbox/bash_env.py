@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mcp_loco.sandbox.bash_parse import Word
-from mcp_loco.sandbox.context import ToolContext
+from mcp_loco.sandbox.context import SecretPathError, ToolContext
 from mcp_loco.sandbox.globbing import has_wildcard
 from mcp_loco.sandbox.limits import NOTE_ROOM, Deadline, ToolFailure, clean
 from mcp_loco.sandbox.paths import Handle, MissingPathError
@@ -175,8 +175,10 @@ class Env:
     def _names(self, user_path: str) -> list[str]:
         try:
             handle = self.ctx.open(user_path)
-        except MissingPathError:
-            return []  # as a shell: no match (a path leading outside the root is an error, raised)
+        except (MissingPathError, SecretPathError):
+            # As a shell: no match (a path leading outside the root is an error, raised). A prefix that
+            # is a link to a secret matches nothing too, so `L/*` tells nothing about the secret's names.
+            return []
         with handle:
             if not handle.is_dir:
                 return []

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 from mcp_loco.sandbox.bash_env import Env, open_child, scan
 from mcp_loco.sandbox.bash_parse import Parsed, Spec, Word, parse_options
-from mcp_loco.sandbox.context import lexical
+from mcp_loco.sandbox.context import SecretPathError
 from mcp_loco.sandbox.limits import ToolFailure, human_size, show_name
 
 MAX_DEPTH = 64
 SIX_MONTHS = 182 * 24 * 3600
+HIDDEN_TARGET = "[hidden: secret deny-list]"
 
 
 @dataclass
@@ -45,22 +46,40 @@ def _entries(env: Env, fd: int, rel: str, show_dots: bool) -> tuple[list[Entry],
         target = ""
         if stat.S_ISLNK(st.st_mode):
             try:
-                target = _link_target(env, rel, os.readlink(entry.name, dir_fd=fd))
+                target = _link_target(env, rel, entry.name, os.readlink(entry.name, dir_fd=fd))
             except OSError:
                 target = "?"
         out.append(Entry(entry.name, st, target))
     return out, truncated
 
 
-def _link_target(env: Env, rel_dir: str, target: str) -> str:
-    """A link's target as listings show it; hidden when it names a secret (the name is not shown either)."""
+def _link_target(env: Env, rel_dir: str, name: str, target: str) -> str:
+    """A link's target as listings show it; hidden when it leads to a secret (the name is not shown either)."""
     if target.startswith("/"):
         parts = env.ctx.root.rel_of(target)
         if parts is None:
             return target
     else:
         parts = [*rel_dir.split("/"), *target.split("/")] if rel_dir else target.split("/")
-    return "[hidden: secret deny-list]" if env.ctx.deny.denied(lexical(parts)) else target
+    # Every place the target passes through is judged (`.aws/../x` names `.aws` too), as the walk does.
+    walked: list[str] = []
+    for part in parts:
+        if part == "..":
+            if walked:
+                walked.pop()
+        elif part not in ("", "."):
+            walked.append(part)
+            if env.ctx.deny.denied("/".join(walked)):
+                return HIDDEN_TARGET
+    # Through other links too (`x -> aws/credentials` where `aws -> ../.aws`): the confined walk judges
+    # every hop by name before looking anything up, so this tells nothing about what exists.
+    try:
+        env.ctx.open(f"{rel_dir}/{name}" if rel_dir else name).close()
+    except SecretPathError:
+        return HIDDEN_TARGET
+    except (ToolFailure, OSError):
+        pass  # missing, outside, a loop: the target as written tells no secret
+    return target
 
 
 def _suffix(mode: int) -> str:

@@ -65,11 +65,20 @@ class ToolContext:
         )
 
     def open(self, user_path: str) -> Handle:
-        """Open a model-supplied path beneath the root; secrets (by requested or resolved path) are refused."""
+        """Open a model-supplied path beneath the root; secrets (by requested or resolved path) are refused.
+
+        The walk asks the deny-list about every place it reaches (each link's target, each hop, each
+        component) before looking it up, so a link to a secret is refused by the target's name alone:
+        the same answer whether the secret exists or not, is a file or a folder.
+        """
         comps = self.root.components(user_path)
         if self.deny.denied(lexical(comps)):
             raise self._secret(user_path, lexical(comps))
-        handle = self.root.open_components(comps, user_path)
+
+        def refuse(rel: str) -> PathError | None:
+            return self._secret(user_path, rel) if self.deny.denied(rel) else None
+
+        handle = self.root.open_components(comps, user_path, refuse)
         if self.deny.denied(handle.rel):
             handle.close()
             raise self._secret(user_path, handle.rel)

@@ -7,7 +7,10 @@ component relative to the previous one with O_NOFOLLOW, after an lstat that says
   the same rules (an absolute target must lie under the root; `..` pops our own stack of directory
   descriptors, it never asks the kernel for `..`), so a link leading out of the root is refused;
 - the last component, if a regular file, is opened O_NOFOLLOW|O_NONBLOCK|O_NOCTTY and fstat-checked;
-  FIFOs, sockets and devices are never opened at all.
+  FIFOs, sockets and devices are never opened at all;
+- each place the walk reaches (every component on the way) and, at each link, the whole path it now
+  heads for are offered to the caller's `refuse` before anything is looked up, so a deny-list refuses
+  a link to a secret (each hop of a chain) by the target's name: the same answer whether it exists.
 A link swapped in after the lstat makes the O_NOFOLLOW open fail or the inode check differ; the walk
 then retries from that component, so a race can only ever lead to a place inside the root.
 """
@@ -21,6 +24,7 @@ import pwd
 import stat
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +113,19 @@ def resolve_root(root: str | os.PathLike[str]) -> str:
 
 def _parts(path: str) -> list[str]:
     return [p for p in path.split("/") if p not in ("", ".")]
+
+
+def _ahead(done: list[str], todo: list[str]) -> str | None:
+    """The path the walk is heading for, `..` applied as written; None when it climbs above the root."""
+    out = list(done)
+    for c in todo:
+        if c != "..":
+            out.append(c)
+        elif not out:
+            return None
+        else:
+            out.pop()
+    return "/".join(out)
 
 
 @dataclass
@@ -236,8 +253,15 @@ class Root:
         comps = self.components(user_path)
         return self.open_components(comps, user_path)
 
-    def open_components(self, comps: list[str], shown: str) -> Handle:
-        """Open components relative to the root, never following a link the kernel would resolve."""
+    def open_components(
+        self, comps: list[str], shown: str, refuse: Callable[[str], PathError | None] | None = None
+    ) -> Handle:
+        """Open components relative to the root, never following a link the kernel would resolve.
+
+        `refuse(rel)` is asked about every place the walk reaches, before it is looked up, and at each link
+        about the whole path it then heads for; an error it returns is raised as it is (nothing about
+        that place, not even whether it exists, is told).
+        """
         shown = shown if len(shown) <= 200 else shown[:200] + "..."
         root_fd = self.dup()
         stack: list[tuple[str, int]] = []
@@ -253,6 +277,8 @@ class Root:
                     continue
                 parent = stack[-1][1] if stack else root_fd
                 here = "/".join([s for s, _ in stack] + [name])
+                if refuse is not None and (refused := refuse(here)) is not None:
+                    raise refused
                 st = self._lstat(name, parent, here, shown, via)
                 if stat.S_ISLNK(st.st_mode):
                     hops += 1
@@ -275,6 +301,10 @@ class Root:
                     else:
                         target_parts = target.split("/")
                     todo.extendleft(reversed([(c, here) for c in target_parts if c not in ("", ".")]))
+                    # The path as it now reads is judged whole first, as a path spelled directly is.
+                    ahead = _ahead([s for s, _ in stack], [c for c, _ in todo])
+                    if refuse is not None and ahead is not None and (refused := refuse(ahead)) is not None:
+                        raise refused
                     continue
                 last = not todo
                 if stat.S_ISDIR(st.st_mode):

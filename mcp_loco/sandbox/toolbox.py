@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -36,8 +35,9 @@ ALIASES = {"view": "Read"}
 class Toolbox:
     """Read, Grep, Glob and Bash confined to one root; thread-safe, and `call` never raises.
 
-    `base` is the allowed root the explored directory lies in (the server's `--root`): deny patterns are
-    judged from there too. A directory that is itself denied cannot be explored (RootError).
+    Deny patterns are judged from the explored directory and from `base` (default: the filesystem root, so
+    every directory above counts). A directory that is itself denied, or lies in one, cannot be explored
+    (RootError).
     """
 
     def __init__(
@@ -49,7 +49,9 @@ class Toolbox:
         except ToolFailure as e:
             rg_path, rg_missing = "", str(e)
         resolved = root if isinstance(root, Root) else Root(root)
-        scope = os.path.relpath(resolved.path, base) if base else Path(resolved.path).name
+        # Judged from the filesystem root unless told otherwise: a denied ancestor anywhere above (`~/.ssh/keys`,
+        # `repo/.git` as the root itself) counts, whichever entry point opened the directory.
+        scope = os.path.relpath(resolved.path, base or os.path.sep)
         deny = ScopedDenyList(settings.deny, settings.allow, "" if scope == "." else scope)
         if deny.denied(""):
             resolved.close()

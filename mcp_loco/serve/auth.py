@@ -1,8 +1,9 @@
 """The HTTP front door of the sse and http transports: bearer token, sessions per client, closed streams.
 
 One ASGI middleware in front of the SDK's app, so both transports get the same checks before the SDK
-sees a request: the token (constant-time, never logged), a cap on the sessions one client address holds,
-and a `StreamWatch` in the request scope that fires when the client closes its stream before the
+sees a request: the rules against web pages that the proxy shares (mcp_loco.webguard), the token
+(constant-time, never logged), a cap on the sessions one client address holds (at the cap the least
+recently used idle session is closed to make room, so abandoned sessions lock nobody out), and a `StreamWatch` in the request scope that fires when the client closes its stream before the
 response is complete (the tool turns that into its cancel: nobody is left to receive the result).
 A static shared token fits this server better than the SDK's OAuth resource-server support, which
 needs an issuer URL and advertises an authorization server that does not exist here.
@@ -15,17 +16,23 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import os
+import shlex
+import stat
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import structlog
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_loco.config import ServerSettings
 from mcp_loco.errors import ConfigError
+from mcp_loco.webguard import check_request, drain
 
 log = structlog.get_logger("mcp_loco.serve.auth")
 
@@ -36,6 +43,12 @@ GRACEFUL_S = 5
 STREAM_KEY = "mcp_loco.stream"
 """Where the request scope holds the `StreamWatch` of the request."""
 MIN_TOKEN_CHARS = 16
+MAX_TOKEN_FILE_BYTES = 64 * 1024
+"""Most of a token file read (its first line is the token)."""
+CLOSE_TIMEOUT_S = 10.0
+"""Longest wait for the SDK to close a session evicted to make room."""
+EVICTED_REMEMBERED = 10_000
+"""Ids of sessions closed to make room that are remembered, to tell their clients why they are gone."""
 SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
 
@@ -44,15 +57,7 @@ def load_token(server: ServerSettings) -> str | None:
     """The configured bearer token (token_file wins over token), validated; None when there is none."""
     if server.token_file:
         path = Path(server.token_file).expanduser()
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise ConfigError(f"token file not found: {path} (server.token_file / --token-file)") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read the token file {path}: {e}") from None
-        token = lines[0].strip() if lines else ""
-        if not token:
-            raise ConfigError(f"the token file {path} is empty: put the token on its first line")
+        token = read_token_file(path)
         where = f"the token in {path}"
     else:
         token = server.token.get_secret_value().strip()
@@ -66,6 +71,46 @@ def load_token(server: ServerSettings) -> str | None:
     if not all(33 <= ord(c) <= 126 for c in token):
         raise ConfigError(f"{where} holds spaces or characters a header cannot carry; use letters and digits")
     return token
+
+
+def read_token_file(path: Path) -> str:
+    """The first line of a token file only its owner can reach (as ssh treats a private key), else a ConfigError."""
+    try:
+        # Non-blocking, so a FIFO planted as the token file cannot hang the start.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            # Judged on the file opened, so a link is judged by its target and a swap after the check is moot.
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"the token file {path} is not a regular file: put the token in a plain file")
+            check_private(path, mode)
+            data = os.read(fd, MAX_TOKEN_FILE_BYTES)
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        raise ConfigError(f"token file not found: {path} (server.token_file / --token-file)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the token file {path}: {e}") from None
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cannot read the token file {path}: it is not UTF-8 text ({e})") from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ConfigError(f"the token file {path} is empty: put the token on its first line")
+    return token
+
+
+def check_private(path: Path, mode: int) -> None:
+    """Refuse a token file its group or others may use (any of the 077 bits); POSIX systems only."""
+    if os.name != "posix" or not stat.S_IMODE(mode) & 0o077:
+        return
+    target = Path(os.path.realpath(path))
+    named = str(path) if target == path.absolute() else f"{path} (a link to {target})"
+    raise ConfigError(
+        f"the token file {named} is open to other users (mode {stat.S_IMODE(mode):04o}): anyone on this machine "
+        f"could read the token. Make it private: chmod 600 {shlex.quote(str(target))}"
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -132,6 +177,7 @@ class _Sessions:
         self._ids: dict[str, dict[str, float]] = {}  # address -> session id -> last seen (monotonic)
         self._busy: dict[str, int] = {}  # session id -> requests in flight
         self._streams: dict[str, int] = {}  # address -> open SSE streams
+        self._evicted: OrderedDict[str, None] = OrderedDict()  # ids closed to make room, newest last
 
     def count(self, client: str) -> int:
         now = time.monotonic()
@@ -142,6 +188,22 @@ class _Sessions:
         if not ids:
             self._ids.pop(client, None)
         return len(ids) + self._streams.get(client, 0)
+
+    def evict_idle(self, client: str) -> str | None:
+        """Forget the least recently used session of `client` with nothing in flight; its id, or None if all are busy."""
+        ids = self._ids.get(client, {})
+        idle = [(seen, sid) for sid, seen in ids.items() if not self._busy.get(sid)]
+        if not idle:
+            return None
+        _, sid = min(idle)
+        self.ended(client, sid)
+        self._evicted[sid] = None
+        while len(self._evicted) > EVICTED_REMEMBERED:
+            self._evicted.popitem(last=False)
+        return sid
+
+    def was_evicted(self, sid: str) -> bool:
+        return sid in self._evicted
 
     def touch(self, client: str, sid: str, delta: int) -> None:
         if sid in self._ids.get(client, {}):
@@ -188,10 +250,19 @@ class Guard:
             return
         headers = dict(scope.get("headers") or [])
         client = scope["client"][0] if scope.get("client") else "unknown"
+        path, method = scope.get("path", ""), scope.get("method", "")
+        refusal = check_request(method, scope.get("headers") or [], scope.get("server"))
+        if refusal is not None:
+            log.warning("request refused: " + refusal.code, client=client, path=path, reason=refusal.message)
+            await drain(receive)
+            await _json(send, refusal.status, {"error": refusal.code, "error_description": refusal.message})
+            return
         if self._digest is not None and not await self._authorized(headers, scope, send, client):
             return
-        path, method = scope.get("path", ""), scope.get("method", "")
         sid = headers.get(SESSION_HEADER, b"").decode("latin-1")
+        if sid and path == self.mcp_path and self.sessions.was_evicted(sid):
+            await _json(send, 404, _evicted_error(self.sessions.limit))
+            return
         opening_sse = path == self.sse_path and method == "GET"
         version = headers.get(VERSION_HEADER, b"").decode("latin-1")
         opening_http = (
@@ -201,14 +272,52 @@ class Guard:
             and (not version or version in HANDSHAKE_PROTOCOL_VERSIONS)
         )
         if (opening_sse or opening_http) and self.sessions.count(client) >= self.sessions.limit:
-            log.warning("session refused: too many open", client=client, limit=self.sessions.limit)
-            message = (
-                f"this address already holds {self.sessions.limit} open sessions "
-                "(server.max_sessions_per_client); close some (an MCP client does on exit) or wait for them to expire"
-            )
-            await _json(send, 429, {"error": "too_many_sessions", "error_description": message})
-            return
+            victim = self.sessions.evict_idle(client) if opening_http else None
+            if victim is None:
+                log.warning("session refused: every open one is busy", client=client, limit=self.sessions.limit)
+                message = (
+                    f"this address already holds {self.sessions.limit} open sessions, each with a call in flight or "
+                    "a stream open (server.max_sessions_per_client); wait for one to finish, or close one"
+                )
+                await _json(send, 429, {"error": "too_many_sessions", "error_description": message})
+                return
+            log.info("idle session closed to make room", client=client, limit=self.sessions.limit)
+            await self._close_session(scope, victim)
         await self._serve(scope, receive, send, client, sid, opening_sse, opening_http)
+
+    async def _close_session(self, scope: Scope, sid: str) -> None:
+        """End a session in the SDK's session manager as its client's DELETE would, freeing what it holds."""
+        server = scope.get("server")
+        port = server[1] if server else 80
+        headers = [(b"host", f"127.0.0.1:{port}".encode()), (SESSION_HEADER, sid.encode("latin-1"))]
+        closing = {**scope, "method": "DELETE", "headers": headers, "query_string": b""}
+        closing.update(path=self.mcp_path, raw_path=(self.mcp_path or "").encode())
+        complete = anyio.Event()
+        status, asked = 0, False
+
+        async def receive_once() -> Message:
+            nonlocal asked
+            if not asked:
+                asked = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await complete.wait()  # then gone, like a client that hangs up once answered
+            return {"type": "http.disconnect"}
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete.set()
+
+        try:
+            with anyio.fail_after(CLOSE_TIMEOUT_S):
+                await self.app(closing, receive_once, record)
+        except Exception as e:  # the session is forgotten here either way; its idle timeout ends it
+            log.warning("closing an idle session failed", error=f"{type(e).__name__}: {e}")
+            return
+        if status >= 400:
+            log.warning("closing an idle session failed", status=status)
 
     async def _authorized(self, headers: dict[bytes, bytes], scope: Scope, send: Send, client: str) -> bool:
         assert self._digest is not None
@@ -291,6 +400,15 @@ async def _json(
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *(headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": data})
+
+
+def _evicted_error(limit: int) -> dict[str, Any]:
+    """The JSON-RPC error of a request for a session closed to make room (404, as for any ended session)."""
+    message = (
+        "Session not found: it was closed after it sat idle while its address opened more than "
+        f"{limit} sessions (server.max_sessions_per_client); initialize a new session"
+    )
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
 
 
 def run(app: ASGIApp, server: ServerSettings, token: str | None, *, stop: Callable[[], None]) -> None:

@@ -8,11 +8,19 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from mcp_loco.errors import ConfigError
+from mcp_loco.serve.configfile import (  # read_config_text/replace_config: the writer every client target uses
+    _read_config,
+    _write_config,
+    config_lock,
+    read_config_text,
+    replace_config,
+)
+
+__all__ = ["_read_config", "_write_config", "config_lock", "read_config_text", "replace_config"]
 
 
 def server_command() -> list[str]:
@@ -64,6 +72,10 @@ def claude_code(
         # Print the header as a shell substitution, so the token itself is not echoed to the terminal.
         line = shlex.join(claude_code_http_command(name, scope, url, None))
         if token_file:
+            from mcp_loco.config import ServerSettings
+            from mcp_loco.serve.auth import load_token
+
+            load_token(ServerSettings(token_file=token_file))  # the line must work: a usable, private file
             line += (
                 f' --header "Authorization: Bearer $(cat {shlex.quote(str(Path(token_file).expanduser().resolve()))})"'
             )
@@ -105,43 +117,21 @@ def desktop_config_path() -> Path:
 def claude_desktop(name: str, roots: Sequence[str] | None, config_path: Path | None, extra: Sequence[str]) -> int:
     """Add (or replace) this server in claude_desktop_config.json, keeping a backup and every other entry."""
     path = config_path or desktop_config_path()
-    data = _read_config(path)
-    servers = data.get("mcpServers")
-    if servers is None:
-        servers = {}
-    if not isinstance(servers, dict):
-        raise ConfigError(f"{path}: mcpServers is not a JSON object; fix it, then run this again")
     cmd = server_command()
     # Claude Desktop starts servers from an arbitrary folder, so name the roots (default: the home folder).
     entry = {"command": cmd[0], "args": [*cmd[1:], *serve_args(roots or [str(Path.home())], extra)], "env": {}}
-    servers[name] = entry
-    data["mcpServers"] = servers
-    _write_config(path, data)
+    with config_lock(path):  # held from read to write, so a concurrent install's entry is not lost
+        data = _read_config(path)
+        servers = data.get("mcpServers")
+        if servers is None:
+            servers = {}
+        if not isinstance(servers, dict):
+            raise ConfigError(f"{path}: mcpServers is not a JSON object; fix it, then run this again")
+        servers[name] = entry
+        data["mcpServers"] = servers
+        _write_config(path, data)
     print(f"added {name!r} to {path}; restart Claude Desktop to load it", file=sys.stderr)
     return 0
-
-
-def _read_config(path: Path) -> dict[str, object]:
-    """A client's JSON config (empty when absent), backed up before it is changed."""
-    if not path.exists():
-        return {}
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); fix or move it, then run this again") from None
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path} does not hold a JSON object; fix or move it, then run this again")
-    backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
-    shutil.copy2(path, backup)
-    print(f"backup: {backup}", file=sys.stderr)
-    return loaded
-
-
-def _write_config(path: Path, data: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 # ---- `install claude-code --proxy`: route Claude Code's haiku tier through `mcp-loco proxy` ----------
@@ -173,44 +163,15 @@ def claude_code_proxy(scope: str, url: str, print_only: bool) -> int:
     if print_only:
         print(f"# {path}\n" + json.dumps({"env": env}, indent=2))
         return 0
-    data = _read_config(path)
-    current = data.get("env") or {}
-    if not isinstance(current, dict):
-        raise ConfigError(f"{path}: env is not a JSON object; fix it, then run this again")
-    data["env"] = {**current, **env}
-    _write_config(path, data)
+    with config_lock(path):
+        data = _read_config(path)
+        current = data.get("env") or {}
+        if not isinstance(current, dict):
+            raise ConfigError(f"{path}: env is not a JSON object; fix it, then run this again")
+        data["env"] = {**current, **env}
+        _write_config(path, data)
     print(
         f"wrote ANTHROPIC_BASE_URL={env['ANTHROPIC_BASE_URL']} to {path}; start `mcp-loco proxy` before Claude Code",
         file=sys.stderr,
     )
     return 0
-
-
-# ---- TEMPORARY: stand-ins for the safe config writers being written alongside (keeping modes, links and ----
-# ---- backups); the integrator replaces these two with those. Same names and contracts. ----------------
-
-
-def read_config_text(path: Path) -> str | None:
-    """A client config file's text, or None when there is none yet."""
-    if not path.exists():
-        return None
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {path} ({e}); fix or move it, then run this again") from None
-
-
-def replace_config(path: Path, text: str) -> Path | None:
-    """Replace a client config file with `text`, keeping a backup of the old one; returns the backup's path."""
-    target = path.resolve() if path.is_symlink() else path  # edit the file a link points to, keep the link
-    backup = None
-    if target.exists():
-        backup = target.with_name(f"{target.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
-        shutil.copy2(target, backup)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    if backup is not None:
-        shutil.copymode(backup, tmp)
-    tmp.replace(target)
-    return backup

@@ -21,15 +21,20 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from mcp_loco import __version__
-from mcp_loco.config import Settings
+from mcp_loco.config import Settings, ToolSettings
 from mcp_loco.errors import Cancelled, LocoError, RootError
 from mcp_loco.explore.agent import Explorer, Progress
-from mcp_loco.explore.payload import Answer, Detail, answer
+from mcp_loco.explore.payload import Answer, Detail, present
 from mcp_loco.explore.report import ExploreResult
 from mcp_loco.interfaces import ChatModel, is_within
+from mcp_loco.model.pool import Instances
 from mcp_loco.sandbox import Toolbox
+from mcp_loco.sandbox.denylist import DenyList
 from mcp_loco.sandbox.paths import Root
 from mcp_loco.serve.auth import stream_watch
+from mcp_loco.serve.clients import client_name, identify
+from mcp_loco.serve.fast_start import FastStart
+from mcp_loco.serve.progress import Reporter
 
 log = structlog.get_logger("mcp_loco.serve.server")
 
@@ -39,14 +44,15 @@ MIN_BUDGET_S = 5.0
 SHUTDOWN_MESSAGE = "the server is shutting down: this call was stopped; call again once it is back"
 
 DESCRIPTION = """\
-Answer a question about a local codebase: a small local model reads the code with read-only tools \
-(Read, Grep, Glob, a read-only shell) and returns a markdown report with absolute paths, line ranges and \
-snippets. Every cited path is checked against the disk: `citations.verified` lists those that hold, and \
-the report marks the others `[unverified: ...]`.
+Explore a local codebase: search its code to find where things are and answer how does X work questions.
+A small local model reads the code with read-only tools (Read, Grep, Glob, a read-only shell) and returns \
+a markdown report with absolute paths, line ranges and snippets. Every cited path is checked against the \
+disk: `citations.verified` lists those that hold, and the report marks the others `[unverified: ...]`.
 Use it for questions that span many files: where is X implemented, how does Y flow, which files matter \
 for a change to Z. Do not use it to read one file you already know (read it yourself) or to change code.
 Ask one focused question per call. A call takes up to about 100 s (`deadline_s` sets the budget) and \
 reports progress."""
+"""The first line is what tool searches rank on (Qwen Code and Codex defer MCP tools behind a BM25 search)."""
 
 INSTRUCTIONS = (
     "mcp-loco explores local codebases with a small local model. Call explore_codebase with an absolute "
@@ -59,7 +65,7 @@ class ModelPool:
 
     def __init__(self, settings: Settings, factory: Callable[[], ChatModel] | None = None) -> None:
         self.settings = settings
-        self._factory = factory or self._load
+        self._models = Instances(settings, factory)
         self._free: list[Explorer] = []
         self._all: list[Explorer] = []
         self._lock = threading.Lock()
@@ -71,11 +77,6 @@ class ModelPool:
         self.stopping: str | None = None
         """Set (to the message callers get) once the server shuts down: no call waits or runs any more."""
         self._lent: dict[int, threading.Event] = {}
-
-    def _load(self) -> ChatModel:
-        from mcp_loco.model.backends import load_backend
-
-        return load_backend(self.settings)
 
     def start(self) -> None:
         """Begin loading the models in a background thread (once)."""
@@ -90,7 +91,7 @@ class ModelPool:
         try:
             for _ in range(self.settings.server.parallel):
                 t0 = time.monotonic()
-                explorer = Explorer(self._factory(), self.settings)
+                explorer = Explorer(self._models.load(), self.settings)
                 with self._lock:
                     self._all.append(explorer)
                     self._free.append(explorer)
@@ -164,16 +165,45 @@ class ModelPool:
             explorers, self._all, self._free = self._all, [], []
         for e in explorers:
             e.close()
-            e.model.close()
+        self._models.close_all()
+
+
+def secret_directory(path: str | Path, tools: ToolSettings) -> str | None:
+    """The deny pattern that makes `path` or a directory above it secret (the path as given and with links
+    resolved), or None when it may be explored."""
+    deny = DenyList(tools.deny, tools.allow)
+    given = Path(path).expanduser()
+    absolute = str(given if given.is_absolute() else Path.cwd() / given)
+    for candidate in dict.fromkeys((os.path.normpath(absolute), os.path.realpath(absolute))):
+        rel = candidate.lstrip(os.sep)
+        if deny.denied(rel):
+            return deny.reason(rel)
+    return None
+
+
+def _configured_roots(settings: Settings) -> list[Path]:
+    return [Path(r).expanduser() for r in settings.server.roots or [str(Path.cwd())]]
 
 
 def resolve_roots(settings: Settings) -> list[Path]:
-    """The allowed roots: configured ones, else the directory the server was started in."""
-    roots = settings.server.roots or [str(Path.cwd())]
-    return [Path(r).expanduser().resolve() for r in roots]
+    """The allowed roots: configured ones, else the directory the server was started in; never a secret directory."""
+    return [r.resolve() for r in _configured_roots(settings) if secret_directory(r, settings.tools) is None]
 
 
-def open_root(path: str, roots: list[Path], settings: Settings) -> Toolbox:
+def refused_roots(settings: Settings) -> dict[Path, str]:
+    """Configured roots (or the start directory) that are secret directories, each with the reason."""
+    out: dict[Path, str] = {}
+    for r in _configured_roots(settings):
+        pattern = secret_directory(r, settings.tools)
+        if pattern is not None:
+            out[r.resolve()] = (
+                f"{r} is a secret directory (it or a directory above it matches the deny-list pattern "
+                f"'{pattern}'), so it is not served; start the server in your project folder or pass --root DIR"
+            )
+    return out
+
+
+def open_root(path: str, roots: list[Path], settings: Settings, refused: dict[Path, str] | None = None) -> Toolbox:
     """The directory to explore, opened once: inside an allowed root, not itself a secret directory.
 
     The check is made on the directory actually opened, and the exploration goes through that descriptor,
@@ -183,6 +213,9 @@ def open_root(path: str, roots: list[Path], settings: Settings) -> Toolbox:
         raise ToolError("path is empty: give the absolute path of the directory to explore")
     if "\x00" in path:
         raise ToolError("path contains a NUL byte")
+    if not roots:
+        why = "; ".join((refused or {}).values()) or "no root is configured"
+        raise ToolError(f"this server has no directory it may explore: {why}")
     p = Path(path).expanduser()
     p = p if p.is_absolute() else roots[0] / p
     allowed = ", ".join(str(r) for r in roots)
@@ -191,19 +224,27 @@ def open_root(path: str, roots: list[Path], settings: Settings) -> Toolbox:
         "start the server with --root DIR to allow another directory"
     )
     if not any(is_within(os.path.realpath(p), str(r)) for r in roots):
+        for r, why in (refused or {}).items():
+            if is_within(os.path.realpath(p), str(r)):
+                raise ToolError(f"path {path!r} is not served: {why}")
         raise outside  # said before anything is opened
+    pattern = secret_directory(p, settings.tools)
+    if pattern is not None:  # judged by name before existence: a missing secret folder answers as an existing one
+        raise ToolError(
+            f"path {path!r} is a secret directory (it or a directory above it matches the deny-list pattern "
+            f"'{pattern}'); it is never explored"
+        )
     if not p.is_dir():
         raise ToolError(f"path {path!r} is not an existing directory")
     try:
         root = Root(p)
     except RootError as e:
         raise ToolError(f"path {path!r}: {e}") from None
-    base = next((str(r) for r in roots if is_within(root.path, str(r))), None)
-    if base is None:
+    if not any(is_within(root.path, str(r)) for r in roots):
         root.close()
         raise outside
     try:
-        return Toolbox(root, settings.tools, base=base)
+        return Toolbox(root, settings.tools)  # deny patterns judged from / down: any secret ancestor counts
     except RootError as e:
         raise ToolError(str(e)) from None
 
@@ -231,7 +272,7 @@ async def _run_in_thread(fn: Callable[[], ExploreResult], cancel: threading.Even
 def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer[Any]:
     """The MCP server with its one tool."""
     pool = pool or ModelPool(settings)
-    roots = resolve_roots(settings)
+    roots, refused = resolve_roots(settings), refused_roots(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[ModelPool]:
@@ -281,19 +322,41 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
         if len(question) > 8000:
             raise ToolError(f"question is {len(question)} characters long; keep it under 8000")
         arrived = time.monotonic()
-        tools = open_root(path, roots, settings)
+        tools = open_root(path, roots, settings, refused)
+        reporter = Reporter(ctx)
+        failed: Exception | None = None
         try:
-            result = await _explore(tools, question, ctx, max_turns, deadline_s, arrived)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reporter.beat)
+                try:
+                    result = await _explore(tools, question, ctx, reporter, max_turns, deadline_s, arrived)
+                except Exception as e:  # raised after the group, or it would reach the client as a group
+                    failed = e
+                finally:
+                    tg.cancel_scope.cancel()
         finally:
             tools.close()
-        return CallToolResult(
-            content=[TextContent(type="text", text=result.report)], structured_content=answer(result, detail)
-        )
+        if failed is not None:
+            raise failed
+        return _result(result, detail, client_name(ctx.session))
+
+    def _result(result: ExploreResult, detail: Detail, name: str | None) -> CallToolResult:
+        """The result as the calling client's model should read it: the report once, within every client's limits."""
+        client = identify(name)
+        text, structured = present(result, detail, client.reading, settings.agent.report_max_chars)
+        log.debug("result", client=name, known_as=client.label, reading=client.reading, chars=len(result.report))
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
     async def _explore(
-        tools: Toolbox, question: str, ctx: Context, max_turns: int | None, deadline_s: float | None, arrived: float
+        tools: Toolbox,
+        question: str,
+        ctx: Context,
+        reporter: Reporter,
+        max_turns: int | None,
+        deadline_s: float | None,
+        arrived: float,
     ) -> ExploreResult:
-        explorer = await _acquire(pool, ctx)
+        explorer = await _acquire(pool, ctx, reporter)
         # The client's clock started when the call arrived: time spent waiting for a model counts.
         budget = max(MIN_BUDGET_S, (deadline_s or settings.agent.deadline_s) - (time.monotonic() - arrived))
         cancel = _cancel_flag(pool, explorer, ctx)
@@ -303,8 +366,8 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
 
         def progress(p: Progress) -> None:
             try:
-                anyio.from_thread.run(ctx.report_progress, float(p.turn), float(max_t + 1), p.message, token=token)
-            except Exception:  # a client gone or a closed stream must not stop the work
+                anyio.from_thread.run(reporter.say, float(p.turn), float(max_t + 1), p.message, token=token)
+            except Exception:  # the call ended meanwhile: the work stops on its own
                 log.debug("progress not delivered", message=p.message)
 
         try:
@@ -329,7 +392,7 @@ def build_server(settings: Settings, pool: ModelPool | None = None) -> MCPServer
     return server
 
 
-async def _acquire(pool: ModelPool, ctx: Context) -> Explorer:
+async def _acquire(pool: ModelPool, ctx: Context, reporter: Reporter) -> Explorer:
     """Wait for a loaded, free model, telling the client why it waits; refuse at once beyond the queue bound."""
     if pool.stopping:
         raise ToolError(pool.stopping)
@@ -359,10 +422,7 @@ async def _acquire(pool: ModelPool, ctx: Context) -> Explorer:
             if now - last >= 5.0 or loading != was_loading:  # every 5 s, and as soon as the reason changes
                 last, was_loading = now, loading
                 why = "loading the model" if loading else f"queued behind other calls ({pool.waiting - 1} waiting)"
-                try:
-                    await ctx.report_progress(0.0, None, why)
-                except Exception:
-                    log.debug("progress not delivered", message=why)
+                await reporter.say(0.0, None, why)
             await anyio.sleep(0.05)
     finally:
         pool.waiting -= 1
@@ -394,17 +454,25 @@ def _cancel_flag(pool: ModelPool, explorer: Explorer, ctx: Context) -> threading
     return cancel
 
 
-def serve(settings: Settings, pool: ModelPool | None = None) -> None:
-    """Run the server on the configured transport until interrupted."""
+def serve(settings: Settings, pool: ModelPool | None = None, front: FastStart | None = None) -> None:
+    """Run the server on the configured transport until interrupted (taking over from `front` over stdio)."""
     pool = pool or ModelPool(settings)
     server = build_server(settings, pool)
     s = settings.server
+    for why in refused_roots(settings).values():  # said at start; each call into it is refused the same way
+        log.error(f"root refused: {why}")
     try:
         if s.transport == "stdio":
             log.info("serving", transport=s.transport, roots=[str(r) for r in resolve_roots(settings)])
             if s.token.get_secret_value() or s.token_file:
                 log.info("server.token is not used over stdio: the client that starts the server is the only one")
-            server.run("stdio")
+            if front is not None:
+                front.handover()
+            try:
+                server.run("stdio")
+            finally:
+                if front is not None:
+                    front.finish()
         else:
             from mcp_loco.serve import auth
 

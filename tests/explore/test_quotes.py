@@ -125,7 +125,15 @@ def test_the_result_payload_carries_the_quotes_compactly(sample_repo: Path) -> N
     result = explore(sample_repo, [read_call(cfg), f"{cfg}:4\n{fence(LOAD_CONFIG)}"])
     payload = result.model_dump(mode="json")
     assert payload["quotes"] == [
-        {"path": str(cfg), "line_start": 4, "line_end": 4, "verified": True, "found_at": [4, 7], "reason": ""}
+        {
+            "path": str(cfg),
+            "line_start": 4,
+            "line_end": 4,
+            "verified": True,
+            "found_at": [4, 7],
+            "reason": "",
+            "unchecked": False,
+        }
     ]
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
-from huggingface_hub import errors as hf_errors
+from hub_server import HubState, hub_server
 
 from mcp_loco import cli
 from mcp_loco.config import ModelSettings, Settings
@@ -26,42 +26,10 @@ FILES = {
 
 
 class FakeHub:
-    """Stands in for huggingface_hub.list_repo_files, hf_hub_download and scan_cache_dir."""
+    """Stands in for huggingface_hub.scan_cache_dir (the local cache); downloads go to a real HTTP Hub."""
 
-    def __init__(
-        self, repos: dict[str, dict[str, bytes]], online: bool = True, interrupt_at: int | None = None
-    ) -> None:
-        self.repos, self.online, self.interrupt_at = repos, online, interrupt_at
+    def __init__(self) -> None:
         self.cached: list[Path] = []
-        self.resumed_from: list[int] = []
-
-    def _check(self, repo_id: str) -> dict[str, bytes]:
-        if not self.online:
-            raise httpx.ConnectError("[Errno -3] Temporary failure in name resolution")
-        if repo_id not in self.repos:
-            url = f"https://huggingface.co/api/models/{repo_id}"
-            raise hf_errors.RepositoryNotFoundError(
-                "404 Repository Not Found", response=httpx.Response(404, request=httpx.Request("GET", url))
-            )
-        return self.repos[repo_id]
-
-    def list_repo_files(self, repo_id: str) -> list[str]:
-        return list(self._check(repo_id))
-
-    def hf_hub_download(self, *, repo_id: str, filename: str, local_dir: str) -> str:
-        # Like huggingface_hub: bytes go to an .incomplete file under local_dir/.cache, which a later call resumes.
-        data = self._check(repo_id)[filename]
-        partial = Path(local_dir) / ".cache" / "huggingface" / "download" / f"{filename}.incomplete"
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        have = partial.read_bytes() if partial.exists() else b""
-        self.resumed_from.append(len(have))
-        if self.interrupt_at is not None and len(have) < self.interrupt_at:
-            partial.write_bytes(data[: self.interrupt_at])
-            raise httpx.ReadTimeout("connection lost")
-        partial.write_bytes(have + data[len(have) :])
-        target = Path(local_dir) / filename
-        partial.replace(target)
-        return str(target)
 
     def scan_cache_dir(self) -> Any:
         files = [SimpleNamespace(file_name=p.name, file_path=p) for p in self.cached]
@@ -70,7 +38,24 @@ class FakeHub:
 
 @pytest.fixture
 def hub() -> FakeHub:
-    return FakeHub({REPO: dict(FILES), "LocoreMind/LocoOperator-4B-GGUF": {"LocoOperator-4B.gguf": b"only one"}})
+    return FakeHub()
+
+
+@pytest.fixture
+def remote(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubState]:
+    """A Hub on 127.0.0.1 serving the repositories (HF_ENDPOINT points at it)."""
+    state = HubState({REPO: dict(FILES), "LocoreMind/LocoOperator-4B-GGUF": {"LocoOperator-4B.gguf": b"only one"}})
+    with hub_server(state) as url:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        yield state
+
+
+@pytest.fixture
+def no_user_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty user data folder, so a developer's own downloads do not change the outcome."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    return tmp_path / "xdg-data" / "mcp-loco" / "models"
 
 
 def settings(tmp_path: Path, **kw: Any) -> ModelSettings:
@@ -104,28 +89,20 @@ def test_ambiguous_or_missing_quant_lists_the_files() -> None:
         modelfiles.pick(["README.md"], "Q4_K_M", REPO)
 
 
-def test_pull_downloads_the_picked_file_into_the_models_folder(tmp_path: Path, hub: FakeHub) -> None:
-    path = modelfiles.pull(REPO, "IQ4_XS", tmp_path / "models", hub=hub)
+def test_pull_downloads_the_picked_file_into_the_models_folder(tmp_path: Path, remote: HubState) -> None:
+    path = modelfiles.pull(REPO, "IQ4_XS", tmp_path / "models")
     assert path == tmp_path / "models" / "LocoOperator-4B-i1-IQ4_XS.gguf"
     assert path.read_bytes() == FILES[path.name]
-    assert modelfiles.pull(REPO, "IQ4_XS", tmp_path / "models", hub=hub) == path  # present: no second download
-    assert hub.resumed_from == [0]
+    assert modelfiles.pull(REPO, "IQ4_XS", tmp_path / "models") == path  # present: no second download
+    assert len(remote.served) == 1
 
 
-def test_an_interrupted_pull_resumes_from_the_partial_file(tmp_path: Path, hub: FakeHub) -> None:
-    hub.interrupt_at = 500
-    with pytest.raises(ModelNotFoundError, match="run the same command again to resume"):
-        modelfiles.pull(REPO, "Q4_K_M", tmp_path / "models", hub=hub)
-    assert not (tmp_path / "models" / "LocoOperator-4B-Q4_K_M.gguf").exists()
-    path = modelfiles.pull(REPO, "Q4_K_M", tmp_path / "models", hub=hub)
-    assert hub.resumed_from == [0, 500]
-    assert path.read_bytes() == FILES["LocoOperator-4B-Q4_K_M.gguf"]
-
-
-def test_missing_repo_and_offline_errors_say_what_to_do(tmp_path: Path, hub: FakeHub) -> None:
+def test_missing_repo_and_offline_errors_say_what_to_do(
+    tmp_path: Path, hub: FakeHub, remote: HubState, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ModelNotFoundError, match=r"repository nobody/nothing was not found.*hf auth login"):
-        modelfiles.pull("nobody/nothing", "Q4_K_M", tmp_path, hub=hub)
-    hub.online = False
+        modelfiles.pull("nobody/nothing", "Q4_K_M", tmp_path)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(
         ModelNotFoundError, match=r"cannot reach Hugging Face.*mcp-loco models pull.*--model PATH.*MCP_LOCO_MODEL"
     ):
@@ -134,7 +111,9 @@ def test_missing_repo_and_offline_errors_say_what_to_do(tmp_path: Path, hub: Fak
         modelfiles.resolve(settings(tmp_path, download=False), hub=hub)
 
 
-def test_resolve_order_path_then_folder_then_cache_then_download(tmp_path: Path, hub: FakeHub) -> None:
+def test_resolve_order_path_then_folder_then_cache_then_download(
+    tmp_path: Path, hub: FakeHub, remote: HubState
+) -> None:
     explicit = tmp_path / "mine.gguf"
     explicit.write_bytes(b"x")
     assert modelfiles.resolve(settings(tmp_path, path=str(explicit)), hub=hub) == explicit
@@ -152,30 +131,30 @@ def test_resolve_order_path_then_folder_then_cache_then_download(tmp_path: Path,
     local.write_bytes(b"local")
     assert modelfiles.resolve(settings(tmp_path), hub=hub) == local  # the models folder wins over the cache
 
-    downloaded = modelfiles.resolve(settings(tmp_path, quant="Q8_0"), hub=hub)  # in neither: downloaded on first use
-    assert downloaded == tmp_path / "models" / "LocoOperator-4B-i1-Q8_0.gguf" and hub.resumed_from == [0]
+    downloaded = modelfiles.locate(settings(tmp_path, quant="Q8_0"), hub=hub)  # in neither: downloaded on first use
+    assert downloaded.path == tmp_path / "models" / "LocoOperator-4B-i1-Q8_0.gguf" and len(remote.served) == 1
+    assert downloaded.rule.startswith("downloaded from")
 
 
 def test_a_folder_of_other_quants_is_not_used_for_the_wrong_quant(tmp_path: Path, hub: FakeHub) -> None:
     other = tmp_path / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     other.parent.mkdir()
     other.write_bytes(b"small")
-    hub.online = False
     with pytest.raises(ModelNotFoundError):
-        modelfiles.resolve(settings(tmp_path), hub=hub)
+        modelfiles.resolve(settings(tmp_path, download=False), hub=hub)
 
 
-def test_models_dir_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_dir_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_user_models: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    assert modelfiles.models_dir(ModelSettings()) == tmp_path / "data" / "mcp-loco" / "models"
+    default = modelfiles.checkout_models_dir() or no_user_models
+    assert modelfiles.models_dir(ModelSettings()) == default
     (tmp_path / "models").mkdir()
-    assert modelfiles.models_dir(ModelSettings()) == tmp_path / "models"
+    assert modelfiles.models_dir(ModelSettings()) == default  # never the working directory's models/
     assert modelfiles.models_dir(ModelSettings(models_dir="~/m")) == Path("~/m").expanduser()
 
 
-def test_listing_shows_quant_size_and_quality(tmp_path: Path, hub: FakeHub) -> None:
-    path = modelfiles.pull(REPO, "i1-Q4_K_M", tmp_path / "models", hub=hub)
+def test_listing_shows_quant_size_and_quality(tmp_path: Path, hub: FakeHub, remote: HubState) -> None:
+    path = modelfiles.pull(REPO, "i1-Q4_K_M", tmp_path / "models")
     listed = modelfiles.list_local(settings(tmp_path), hub=hub)
     assert [(m.path, m.quant) for m in listed] == [(path, "i1-Q4_K_M")]
     table = modelfiles.format_listing(listed)
@@ -184,12 +163,10 @@ def test_listing_shows_quant_size_and_quality(tmp_path: Path, hub: FakeHub) -> N
 
 
 @pytest.fixture
-def patched_hub(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
-    """The fake put in place of exactly the three huggingface_hub functions the CLI path calls."""
+def patched_hub(hub: FakeHub, remote: HubState, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+    """The fake put in place of the one huggingface_hub function the CLI path calls (the local cache)."""
     import huggingface_hub
 
-    monkeypatch.setattr(huggingface_hub, "list_repo_files", hub.list_repo_files)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
     monkeypatch.setattr(huggingface_hub, "scan_cache_dir", hub.scan_cache_dir)
     return hub
 
@@ -205,7 +182,8 @@ def test_cli_models_pull_and_list(tmp_path: Path, patched_hub: FakeHub, capsys: 
     assert "i1-Q8_0" in listing and "97.5%" in listing
     assert "in use: none yet" in listing  # model.quant is still Q4_K_M, which is not here
     assert cli.main(["models", "list", *common, "--set", "model.quant=i1-Q8_0"]) == 0
-    assert f"in use: {tmp_path / 'models' / 'LocoOperator-4B-i1-Q8_0.gguf'}" in capsys.readouterr().out
+    in_use = f"in use: {tmp_path / 'models' / 'LocoOperator-4B-i1-Q8_0.gguf'} (picked by model.models_dir"
+    assert in_use in capsys.readouterr().out
     assert cli.main(["models", "pull", "--repo", "nobody/nothing", *common]) == 2
     assert "was not found" in capsys.readouterr().err
 
@@ -234,3 +212,90 @@ def test_load_backend_wires_each_backend(tmp_path: Path, patched_hub: FakeHub) -
     s.model.download = False
     with pytest.raises(ModelNotFoundError, match="models pull"):
         load_backend(s)
+
+
+# ---- never from the project ------------------------------------------------------------------------
+
+PLANTED = "models/LocoOperator-4B-Q4_K_M.gguf"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A cloned repository that ships a model of its own choosing, and settings files it hopes are read."""
+    root = tmp_path / "project"
+    for rel in (PLANTED, "models/sub/LocoOperator-4B-i1-Q4_K_M.gguf", "LocoOperator-4B-Q4_K_M.gguf"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"GGUF written by the project")
+    toml = '[model]\npath = "models/LocoOperator-4B-Q4_K_M.gguf"\n[http]\napi_key = "planted"\n[agent]\nmax_turns = 1\n'
+    for rel in ("mcp-loco.toml", ".mcp-loco.toml", "configs/default.toml", ".config/mcp-loco/config.toml"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(toml)
+    (root / ".env").write_text("MCP_LOCO_MODEL=models/LocoOperator-4B-Q4_K_M.gguf\nMCP_LOCO_AGENT_MAX_TURNS=1\n")
+    return root
+
+
+def test_a_model_shipped_by_the_working_directory_is_never_loaded(
+    project: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch, no_user_models: Path
+) -> None:
+    monkeypatch.chdir(project)
+    for quant in ("Q4_K_M", "i1-Q4_K_M"):
+        s = ModelSettings(repo=REPO, quant=quant, download=False)
+        try:
+            found = modelfiles.locate(s, hub=hub)
+        except ModelNotFoundError:
+            continue  # nothing else on this machine: refusing is right
+        assert not str(found.path.resolve()).startswith(str(project.resolve())), found
+    listed = modelfiles.list_local(ModelSettings(repo=REPO), hub=hub)
+    assert all(not str(m.path.resolve()).startswith(str(project.resolve())) for m in listed)
+
+
+def test_each_rule_says_why_its_file_was_picked(tmp_path: Path, hub: FakeHub, no_user_models: Path) -> None:
+    explicit = tmp_path / "mine.gguf"
+    explicit.write_bytes(b"x")
+    assert modelfiles.locate(settings(tmp_path, path=str(explicit)), hub=hub).rule.startswith("model.path")
+    folder = tmp_path / "folder" / "LocoOperator-4B-Q4_K_M.gguf"
+    folder.parent.mkdir()
+    folder.write_bytes(b"x")
+    by_folder = modelfiles.locate(settings(tmp_path, path=str(folder.parent)), hub=hub)
+    assert by_folder.path == folder and by_folder.rule.startswith("model.path, a folder")
+    user = no_user_models / "LocoOperator-4B-Q4_K_M.gguf"
+    user.parent.mkdir(parents=True)
+    user.write_bytes(b"x")
+    s = ModelSettings(repo=REPO)
+    found = modelfiles.locate(s, hub=hub)
+    checkout = modelfiles.checkout_models_dir()
+    if checkout is None or not list(checkout.rglob("*.gguf")):  # a developer's checkout may hold its own
+        assert found == modelfiles.Located(user, f"the user data folder {no_user_models}, quant Q4_K_M")
+    cached = tmp_path / "hf" / "LocoOperator-4B-i1-Q8_0.gguf"
+    cached.parent.mkdir()
+    cached.write_bytes(b"x")
+    hub.cached = [cached]
+    assert modelfiles.locate(ModelSettings(repo=REPO, quant="i1-Q8_0"), hub=hub).rule.startswith(
+        "the Hugging Face cache"
+    )
+
+
+def test_the_checkout_models_folder_is_found_from_the_package_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    checkout = modelfiles.checkout_models_dir()
+    package_top = Path(modelfiles.__file__).resolve().parents[2]
+    assert checkout is None or checkout == package_top / "models"
+
+
+def test_settings_files_in_the_working_directory_are_not_read(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [n for n in __import__("os").environ if n.startswith("MCP_LOCO_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    monkeypatch.chdir(clean)
+    assert cli.main(["config"]) == 0
+    expected = capsys.readouterr().out
+    monkeypatch.chdir(project)
+    assert cli.main(["config"]) == 0
+    assert capsys.readouterr().out == expected  # the project's files changed nothing

@@ -90,7 +90,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(run_proxy) -> 
         for _ in range(100):
             yield b"x" * 1000
 
-    r = httpx.post(f"{url}/v1/messages", content=chunks())
+    r = httpx.post(f"{url}/v1/messages", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
 
 

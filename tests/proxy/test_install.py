@@ -57,12 +57,58 @@ def test_install_keeps_other_settings_with_a_backup_and_user_scope_goes_home(tmp
         "ANTHROPIC_BASE_URL": "http://127.0.0.1:9999",
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": "claude-haiku-4-5-20251001",
     }
-    assert list(settings.parent.glob("settings.local.json.*.bak"))
+    assert list(settings.parent.glob("settings.local.json.bak-*"))
     home = tmp_path / "home"
     assert mcp_loco("install", "claude-code", "--proxy", "--scope", "user", cwd=tmp_path, home=home).returncode == 0
     assert (
         json.loads((home / ".claude/settings.json").read_text())["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9091"
     )
+
+
+def test_install_keeps_a_private_settings_file_private_and_every_backup(tmp_path: Path) -> None:
+    settings = tmp_path / ".claude/settings.local.json"
+    settings.parent.mkdir()
+    first = json.dumps({"env": {"ANTHROPIC_API_KEY": "sk-ant-secret"}}).encode()
+    settings.write_bytes(first)
+    settings.chmod(0o600)
+    for port in (9001, 9002):  # two installs at once keep both backups
+        done = mcp_loco(
+            "install", "claude-code", "--proxy", "--proxy-url", f"http://127.0.0.1:{port}", cwd=tmp_path, home=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+    data = json.loads(settings.read_text())
+    assert data["env"]["ANTHROPIC_API_KEY"] == "sk-ant-secret"
+    assert data["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9002"
+    backups = sorted(settings.parent.glob("settings.local.json.bak-*"))
+    assert sorted(json.loads(b.read_text())["env"].get("ANTHROPIC_BASE_URL", "") for b in backups) == [
+        "",
+        "http://127.0.0.1:9001",
+    ]
+    for path in [settings, *backups]:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert sorted(p.name for p in settings.parent.iterdir()) == sorted(
+        ["settings.local.json", *(b.name for b in backups)]
+    )
+
+
+def test_a_new_settings_file_is_private(tmp_path: Path) -> None:
+    assert mcp_loco("install", "claude-code", "--proxy", cwd=tmp_path, home=tmp_path / "home").returncode == 0
+    assert (tmp_path / ".claude/settings.local.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "needle"),
+    [(b'{"env": {"X": "caf\xe9"}}', 0o600, "is not UTF-8"), (b'{"env": {}}', 0o400, "chmod u+w")],
+)
+def test_install_refuses_a_settings_file_it_would_spoil(tmp_path: Path, content: bytes, mode: int, needle: str) -> None:
+    settings = tmp_path / ".claude/settings.local.json"
+    settings.parent.mkdir()
+    settings.write_bytes(content)
+    settings.chmod(mode)
+    done = mcp_loco("install", "claude-code", "--proxy", cwd=tmp_path, home=tmp_path / "home")
+    assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr
+    assert settings.read_bytes() == content and settings.stat().st_mode & 0o777 == mode
+    assert [p.name for p in settings.parent.iterdir()] == ["settings.local.json"]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 from server_helpers import BIN
 
 from mcp_loco.cli import main
-from mcp_loco.serve.clients import MARGIN_S
+from mcp_loco.serve.client_configs import MARGIN_S
 
 FILES = {
     "codex": ".codex/config.toml",
@@ -122,7 +122,7 @@ def test_json_files_keep_every_other_entry_and_a_backup(client: str, home: Path)
     assert after[table]["other"] == {"command": "x"}
     assert "old" not in after[table]["loco"]  # replaced, not merged with a stale entry
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    backups = list(path.parent.glob(path.name + ".*.bak"))
+    backups = list(path.parent.glob(path.name + ".bak-*"))
     assert len(backups) == 1 and json.loads(backups[0].read_text()) == before
 
 
@@ -150,7 +150,7 @@ def test_codex_keeps_comments_tables_and_an_old_entry_is_replaced(home: Path) ->
     assert data["mcp_servers"]["other"] == {"command": "other-server"}
     loco = data["mcp_servers"]["loco"]
     assert loco["command"] != "/old/mcp-loco" and "env" not in loco
-    assert [p.read_text() for p in path.parent.glob("config.toml.*.bak")] == [original]
+    assert [p.read_text() for p in path.parent.glob("config.toml.bak-*")] == [original]
     # Run again: still one entry, still valid.
     assert main(["install", "codex", "--name", "loco2"]) == 0
     assert set(tomllib.loads(path.read_text())["mcp_servers"]) == {"other", "loco", "loco2"}
@@ -201,7 +201,7 @@ def test_a_broken_file_is_named_and_left_alone(client: str, content: str, says: 
     )
     assert done.returncode == 2, done.stderr
     assert says in done.stderr and str(path) in done.stderr and "Traceback" not in done.stderr
-    assert path.read_text() == content and not list(path.parent.glob("*.bak"))
+    assert path.read_text() == content and not list(path.parent.glob("*.bak-*"))
 
 
 @pytest.mark.parametrize("client", ["codex", "opencode", "vscode"])

@@ -148,10 +148,6 @@ CLIENTS = {
     ),
 }
 
-OVER_BOUND_TODAY = {"copilot"}
-"""Copilot hands its model the text and the structured content both (2.17x measured); the server's
-per-client presentation is what brings it within the bound."""
-
 
 @dataclass
 class Outcome:
@@ -245,15 +241,7 @@ def test_the_client_offers_the_tool_calls_it_and_its_model_reads_the_whole_repor
     assert o.seconds < 60, o.seconds
 
 
-@pytest.mark.parametrize(
-    "client",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="text and structured content both reach the model"))
-        if c in OVER_BOUND_TODAY
-        else c
-        for c in CLIENTS
-    ],
-)
+@pytest.mark.parametrize("client", list(CLIENTS))
 def test_what_the_model_reads_stays_within_the_bound(client: str, outcomes: dict[str, Outcome]) -> None:
     o = outcomes[client]
     result = o.stub.result_text()

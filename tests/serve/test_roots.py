@@ -140,3 +140,25 @@ async def test_a_link_swapped_in_while_a_call_waits_does_not_redirect_it(tmp_pat
     assert not results["second"].is_error, text(results["second"])
     shown = models[0].prompts[3]  # the second call's prompt after its Read
     assert OUTSIDE not in shown and "inside" in shown
+
+
+async def test_a_path_to_a_secret_folder_answers_the_same_whether_it_exists(tmp_path: Path) -> None:
+    answers: dict[bool, list[str]] = {}
+    for exists in (True, False):
+        top = tmp_path / ("with" if exists else "without")
+        files = {"src/app.py": "x = 1\n", **({".aws/credentials": f"{SECRET}\n"} if exists else {})}
+        repo = write_tree(top / "repo", files)
+        (repo / "link").symlink_to("../repo/.aws")
+        (repo / "abs").symlink_to(repo / ".aws")
+        (repo / "chain").symlink_to("link")
+        s = settings(repo)
+        async with Client(build_server(s, ModelPool(s, factory=lambda: ReplayModel(["fine"] * 10)))) as client:
+            got = []
+            for rel in (".aws", "link", "abs", "chain", ".aws/nothere", "link/credentials", "chain/nothere"):
+                with anyio.fail_after(30):
+                    r = await client.call_tool("explore_codebase", {"path": str(repo / rel), "question": "q"})
+                assert r.is_error and SECRET not in text(r)
+                got.append(text(r).replace(str(repo), "REPO"))
+            answers[exists] = got
+    assert answers[True] == answers[False]
+    assert all("secret" in a for a in answers[True])

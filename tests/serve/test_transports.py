@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import shutil
 import subprocess
 import sys
@@ -154,6 +156,7 @@ def test_inspector_cli_over_stdio(env: dict[str, str], sample_repo: Path) -> Non
 def test_inspector_cli_over_http_with_a_token(env: dict[str, str], sample_repo: Path, tmp_path: Path) -> None:
     token = "inspector-token-0123456789abcdef"
     (tmp_path / "token").write_text(token + "\n")
+    (tmp_path / "token").chmod(0o600)
     with running_server("http", env, "--token-file", str(tmp_path / "token")) as url:
         header = ["--header", f"Authorization: Bearer {token}"]
         listed = inspector(url, *header, "--method", "tools/list")
@@ -203,8 +206,18 @@ def test_stdio_mode_writes_nothing_but_protocol_to_stdout(env: dict[str, str], s
         if not line:
             break
         lines.append(line)
-    time.sleep(1.0)  # let the background model load log its lines (debug level)
+    # Let the background model load log its lines (debug level): the answers above may come before the
+    # server has even loaded (serve/fast_start.py), so wait for the load itself rather than a fixed time.
+    assert proc.stderr is not None
+    head, deadline = "", time.monotonic() + 60
+    while "model loaded" not in head and time.monotonic() < deadline:
+        if select.select([proc.stderr], [], [], 1.0)[0]:
+            chunk = os.read(proc.stderr.fileno(), 65536).decode(errors="replace")
+            if not chunk:
+                break
+            head += chunk
     out, err = proc.communicate(timeout=30)  # closes stdin: the server ends
+    err = head + err
     lines += out.splitlines()
     assert len(lines) >= 2
     for line in lines:

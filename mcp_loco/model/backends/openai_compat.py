@@ -117,6 +117,7 @@ class OpenAICompatModel:
         self._lock = threading.Lock()
         self._workers: set[threading.Thread] = set()
         self._grammars_checked: set[str] = set()
+        self._thread = threading.local()  # the endpoint each calling thread last used
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
         self._client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
@@ -157,6 +158,11 @@ class OpenAICompatModel:
         second = self._request(key, rest_prompt, options, budget, grammar, watch=False, cancel=cancel)
         usage = usage + self._usage(key, rest_prompt, second)
         return Completion(first.text + second.text, usage, second.finish)
+
+    def last_endpoint(self) -> str | None:
+        """The endpoint this thread's last request went to (a conversation runs on one thread)."""
+        url: str | None = getattr(self._thread, "endpoint", None)
+        return url
 
     def loads(self) -> dict[str, int]:
         """Requests in flight per endpoint."""
@@ -246,6 +252,7 @@ class OpenAICompatModel:
             log.debug(
                 "http.request", endpoint=ep.url, conversation=key, attempt=attempt + 1, grammar=grammar is not None
             )
+            self._thread.endpoint = ep.url
             stream = self._run(ep, body, watch, cancel, options.on_text)
             if stream.error is None:
                 log.info(
