@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcp_loco import __version__, logs
-from mcp_loco.errors import LocoError
+from mcp_loco.errors import ConfigError, LocoError
 
 if TYPE_CHECKING:
     from mcp_loco.config import Settings
@@ -240,9 +240,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    """Register the server with Claude Code or Claude Desktop."""
-    from mcp_loco.serve import install
+    """Register the server with an MCP client: Claude Code, Claude Desktop, or another client's config file."""
+    from mcp_loco.serve import client_configs, install
 
+    if args.client in client_configs.CLIENTS:
+        if args.url or args.token_file or args.proxy or args.scope:
+            print(
+                f"error: {args.client} starts the server itself (stdio) from its config file; "
+                "--url, --token-file, --proxy and --scope are for claude-code",
+                file=sys.stderr,
+            )
+            return 2
+        return client_configs.install(
+            args.client,
+            args.name,
+            args.root,
+            args.print_only,
+            args.server_args,
+            _serve_budget_s(args.server_args),
+            Path(args.config_path) if args.config_path else None,
+        )
     if args.client == "claude-code" and args.proxy:  # --proxy: the haiku tier through `mcp-loco proxy`
         return install.claude_code_proxy(args.scope or "local", args.proxy_url, args.print_only)
     if args.client == "claude-code":
@@ -258,6 +275,18 @@ def cmd_install(args: argparse.Namespace) -> int:
     return install.claude_desktop(
         args.name, args.root, Path(args.config_path) if args.config_path else None, args.server_args
     )
+
+
+def _serve_budget_s(server_args: Sequence[str]) -> float:
+    """The call budget (agent.deadline_s) of `serve SERVER_ARGS` as installed: its --config and --set, this environment."""
+    from mcp_loco.config import load_settings
+
+    serve, unknown = build_parser().parse_known_args(["serve", *server_args])
+    if unknown:
+        raise ConfigError(
+            f"`mcp-loco serve` does not take {' '.join(unknown)} (the arguments after --); see `mcp-loco serve --help`"
+        )
+    return load_settings(getattr(serve, "config", None), _overrides(serve)).agent.deadline_s
 
 
 # ---- proxy (begin) -------------------------------------------------------------------------------
@@ -385,21 +414,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "install",
-        help="register the server with Claude Code or Claude Desktop",
+        help="register the server with an MCP client (Claude Code, Codex, Gemini CLI, VS Code...)",
         epilog="Arguments after -- go to `mcp-loco serve`, e.g. -- --model /abs/model.gguf",
     )
-    p.add_argument("client", choices=["claude-code", "claude-desktop"])
+    p.add_argument(
+        "client",
+        choices=["claude-code", "claude-desktop", "codex", "gemini", "qwen", "opencode", "copilot", "cursor", "vscode"],
+    )
     p.add_argument("--name", default="loco", help="server name in the client (default loco)")
     p.add_argument(
         "--scope", choices=["local", "user", "project"], help="claude-code scope (default user; local with --proxy)"
     )
     p.add_argument("--root", action="append", metavar="DIR", help="directories the server may explore")
-    p.add_argument("--print", dest="print_only", action="store_true", help="print the command, do not run it")
+    p.add_argument(
+        "--print", dest="print_only", action="store_true", help="print the command or config entry; change nothing"
+    )
     p.add_argument(
         "--proxy", action="store_true", help="claude-code: send the haiku tier through `mcp-loco proxy` instead"
     )
     p.add_argument("--proxy-url", default="http://127.0.0.1:9091", help="where the proxy listens (with --proxy)")
-    p.add_argument("--config-path", help="claude_desktop_config.json to edit (default: the platform's)")
+    p.add_argument(
+        "--config-path", help="the client's config file to edit (default: its own, e.g. ~/.codex/config.toml)"
+    )
     p.add_argument("--url", help="register a server already listening here (sse or http) instead of stdio")
     p.add_argument("--token-file", dest="token_file", metavar="FILE", help="the bearer token of the --url server")
     p.set_defaults(func=cmd_install)
