@@ -1,4 +1,4 @@
-"""The README's results section, rendered from benchmarks/results/*.json (one column per machine)."""
+"""The results section of docs/measured.md, rendered from benchmarks/results/*.json (one column per machine)."""
 
 from __future__ import annotations
 
@@ -230,7 +230,7 @@ def _eval_section(path: Path) -> list[str]:
 
 
 def render_section(results: Path) -> str:
-    """The markdown between the README markers."""
+    """The markdown between the results markers."""
     machines = [
         json.loads(p.read_text()) for p in sorted(results.glob("*.json")) if not p.name.startswith(("eval-", "scale-"))
     ]
@@ -257,7 +257,7 @@ def render_section(results: Path) -> str:
 
 
 def replace_section(readme: Path, body: str) -> None:
-    """Put `body` between the markers, leaving the rest of the README as it is."""
+    """Put `body` between the markers, leaving the rest of the page as it is."""
     text = readme.read_text(encoding="utf-8")
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:

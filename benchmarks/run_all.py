@@ -1,12 +1,12 @@
-"""Run every benchmark, store the figures per machine, and regenerate the results section of README.md.
+"""Run every benchmark, store the figures per machine, and regenerate the results section of docs/measured.md.
 
     .venv/bin/python benchmarks/run_all.py [--label cpu] [--threads N] [--model GGUF] [--eval] [--no-readme | --readme-only]
     .venv/bin/python benchmarks/run_all.py --scale /work/synth/loco4b-shaped-L36-Q4_K_M.gguf [--label cpu]
 
-Each machine's figures go to benchmarks/results/<label>.json; the README table has one column per
+Each machine's figures go to benchmarks/results/<label>.json; the docs/measured.md table has one column per
 stored machine, so a GPU column appears by running this on a GPU build with another --label.
 --scale GGUF runs only benchmarks/scale.py on a LocoOperator-4B-shaped GGUF (benchmarks/synthetic_model.py)
-and stores its figures in benchmarks/results/scale-<label>.json (the README's "LocoOperator-4B-shaped" part).
+and stores its figures in benchmarks/results/scale-<label>.json (docs/measured.md's "LocoOperator-4B-shaped" part).
 Quality figures come from benchmarks/results/eval-<label>.json (written by --eval, which runs
 `mcp-loco eval --ablate`; slow on a CPU, so the stored file is reused when --eval is not given).
 """
@@ -32,7 +32,7 @@ from _common import default_model
 from readme import render_section, replace_section
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parent / "README.md"
+README = HERE.parent / "docs" / "measured.md"
 RESULTS = HERE / "results"
 PY = sys.executable
 
@@ -201,10 +201,10 @@ def main() -> None:
     ap.add_argument("--eval", action="store_true", help="also run `mcp-loco eval --ablate` (slow on a CPU)")
     ap.add_argument("--eval-max-tokens", type=int, default=512, help="model.max_tokens for --eval (default 512)")
     ap.add_argument("--eval-max-turns", type=int, default=10, help="turns per exploration for --eval (default 10)")
-    ap.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    ap.add_argument("--no-readme", action="store_true", help="do not touch docs/measured.md")
     only = ap.add_mutually_exclusive_group()
-    only.add_argument("--readme-only", action="store_true", help="only regenerate README.md from the stored results")
-    only.add_argument("--eval-only", action="store_true", help="only run the eval (and regenerate README.md)")
+    only.add_argument("--readme-only", action="store_true", help="only regenerate docs/measured.md from the stored results")
+    only.add_argument("--eval-only", action="store_true", help="only run the eval (and regenerate docs/measured.md)")
     only.add_argument("--scale", type=Path, metavar="GGUF", help="only run scale.py on a 4B-shaped GGUF")
     ap.add_argument("--bandwidth-gbs", type=float, default=0.0, help="--scale: memory bandwidth (0 = measure)")
     args = ap.parse_args()

@@ -84,7 +84,7 @@ class LlamaSettings(Section):
     """Layers offloaded to the GPU in GPU builds; -1 = all, 0 = none. Ignored by CPU builds."""
     flash_attn: bool = False
     """Flash attention (needed for a quantised V cache). Off: on a CPU it decoded the 4B at 2.5 instead of 4.1 tok/s
-    at 8K of context, though it shrinks the compute buffer at 32K from 2.1 to 0.3 GiB (README, LocoOperator-4B-shaped)."""
+    at 8K of context, though it shrinks the compute buffer at 32K from 2.1 to 0.3 GiB (docs/measured.md, LocoOperator-4B-shaped)."""
     cache_type_k: str = "f16"
     """KV cache type for K: f16, q8_0, q4_0... q8_0 (with flash_attn) halves the 4B's cache: 2.4 GiB at 32K, not 4.5."""
     cache_type_v: str = "f16"

@@ -245,13 +245,13 @@ def run_bench(settings: Settings) -> int:
 
 
 def recommend(points: Sequence[Point], settings: Settings) -> None:
-    """Name the README's budget-table profile this machine matches, and the budget settings the simulator advises."""
+    """Name the budget-table profile (docs/tool.md) this machine matches, and the budget settings the simulator advises."""
     from mcp_loco.explore.simulate import advise
 
     short = min(points, key=lambda p: p.depth)
     profile = nearest_profile(short)
     print(
-        f"bench: this machine is closest to the '{profile.name}' profile ({profile.label}) of the README's budget table"
+        f"bench: this machine is closest to the '{profile.name}' profile ({profile.label}) of the budget table in docs/tool.md"
     )
     # In the simulation these speeds are the machine's by definition: trusted, as fresh timings would be.
     advice = advise(SpeedProfile(points, source="doctor --bench", trusted=True), settings)

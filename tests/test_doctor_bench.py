@@ -111,7 +111,7 @@ def test_doctor_bench_estimates_an_exploration(small_model_path: Path, tmp_path:
     spec = re.search(r"^bench: speculative decoding (on|off) \(auto\): .* is ([\d.]+)x faster", done.stdout, re.M)
     assert spec is not None, done.stdout
     assert (spec.group(1) == "on") == (float(spec.group(2)) >= WINS_AT), spec.group(0)
-    # It names the README profile this machine is closest to, and the settings the simulator advises.
+    # It names the budget-table profile (docs/tool.md) this machine is closest to, and the settings the simulator advises.
     named = re.search(r"^bench: this machine is closest to the '([\w-]+)' profile", done.stdout, re.M)
     assert named is not None and named.group(1) in {p.name for p in PROFILES}, done.stdout
     advice = re.search(

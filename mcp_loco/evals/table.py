@@ -1,4 +1,4 @@
-"""The eval report as text tables (terminal) or markdown tables (README)."""
+"""The eval report as text tables (terminal) or markdown tables (docs/measured.md)."""
 
 from __future__ import annotations
 

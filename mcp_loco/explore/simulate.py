@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parent.parent
 """The tree the recorded session explores: this package's source."""
 
 # A typical exploration of this package, as a trained explorer runs it: 9 tool turns of ~1.5-2K tokens each
-# (the README's typical exploration evaluates ~17K prompt tokens), then a ~1,500-token report.
+# (docs/measured.md's typical exploration evaluates ~17K prompt tokens), then a ~1,500-token report.
 SESSION: list[list[tuple[str, dict[str, Any]]]] = [
     [("Grep", {"pattern": "def load_settings", "path": "{root}", "output_mode": "content", "-n": True})],
     [("Read", {"file_path": "{root}/config.py", "offset": 330, "limit": 100})],
