@@ -203,7 +203,9 @@ def main() -> None:
     ap.add_argument("--eval-max-turns", type=int, default=10, help="turns per exploration for --eval (default 10)")
     ap.add_argument("--no-readme", action="store_true", help="do not touch docs/measured.md")
     only = ap.add_mutually_exclusive_group()
-    only.add_argument("--readme-only", action="store_true", help="only regenerate docs/measured.md from the stored results")
+    only.add_argument(
+        "--readme-only", action="store_true", help="only regenerate docs/measured.md from the stored results"
+    )
     only.add_argument("--eval-only", action="store_true", help="only run the eval (and regenerate docs/measured.md)")
     only.add_argument("--scale", type=Path, metavar="GGUF", help="only run scale.py on a 4B-shaped GGUF")
     ap.add_argument("--bandwidth-gbs", type=float, default=0.0, help="--scale: memory bandwidth (0 = measure)")
