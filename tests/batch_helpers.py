@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from server_helpers import BIN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
+from llama_server import LlamaServer
 from scripted_endpoint import FAIL, ScriptedEndpoint
 
 __all__ = [
@@ -57,53 +57,6 @@ def index_lines(out: Path) -> list[dict[str, Any]]:
     """The records of `out`/index.jsonl (each line must be whole JSON)."""
     path = out / "index.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-class LlamaServer:
-    """A real `python -m llama_cpp.server` child serving the small model on a free loopback port."""
-
-    def __init__(self, model: Path, n_ctx: int = 4096) -> None:
-        from server_helpers import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                "--port", str(self.port), "--n_ctx", str(n_ctx), "--n_threads", "1", "--n_threads_batch", "1",
-                "--verbose", "False",
-                # Its default cuts a running stream short whenever another request arrives.
-                "--interrupt_requests", "False",
-            ],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        """Until /v1/models answers (or the process dies)."""
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}")
-                try:
-                    if client.get(self.url + "/models").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-        raise RuntimeError(f"llama_cpp.server on port {self.port} not ready after {timeout} s")
-
-    def stop(self) -> None:
-        """Terminate it (kill after 10 s)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 def overlapping(records: list[dict[str, Any]]) -> int:

@@ -180,31 +180,28 @@ def _seen(path: str, kind: str, seen: set[str]) -> bool:
     return kind == "dir" and any(p.startswith(prefix) for p in seen)
 
 
-def unchecked(found: Found) -> Citation:
-    """A citation the deadline left no time to check: not verified, and said so."""
+def _citation(found: Found, ok: bool, reason: str = "", unchecked: bool = False) -> Citation:
     return Citation(
         text=found.text,
         path=found.path,
         line_start=found.line_start,
         line_end=found.line_end,
-        verified=False,
-        reason=UNCHECKED,
-        unchecked=True,
+        verified=ok,
+        reason=reason,
+        unchecked=unchecked,
     )
+
+
+def unchecked(found: Found) -> Citation:
+    """A citation the deadline left no time to check: not verified, and said so."""
+    return _citation(found, False, UNCHECKED, unchecked=True)
 
 
 def verify(found: Found, root: str, oracle: PathOracle, seen: set[str], deadline: float | None = None) -> Citation:
     """Check one citation against the disk and against what the tools showed (unchecked once `deadline` passed)."""
 
     def result(ok: bool, reason: str = "") -> Citation:
-        return Citation(
-            text=found.text,
-            path=found.path,
-            line_start=found.line_start,
-            line_end=found.line_end,
-            verified=ok,
-            reason=reason,
-        )
+        return _citation(found, ok, reason)
 
     if not is_within(found.path, root):
         return result(False, f"outside the explored root {root}")

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import structlog
 import structlog.testing
+from llama_server import LlamaServer
 
 from mcp_loco.config import LlamaSettings
 from mcp_loco.model.protocol import Message, format_call
@@ -93,76 +89,11 @@ def llama_model(small_model_path: Path) -> Iterator[Any]:
     model.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Server:
-    """A `python -m llama_cpp.server` child process serving the small model."""
-
-    def __init__(self, model: Path, threads: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(model),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--n_ctx",
-                "2048",
-                "--n_threads",
-                str(threads),
-                "--n_threads_batch",
-                str(threads),
-                "--verbose",
-                "False",
-                # Its default cuts a running stream short whenever another request arrives.
-                "--interrupt_requests",
-                "False",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}")
-                try:
-                    if client.get(self.url + "/models").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-        raise RuntimeError(f"llama_cpp.server on port {self.port} not ready after {timeout} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="session")
-def llama_servers(small_model_path: Path) -> Iterator[list[Server]]:
+def llama_servers(small_model_path: Path) -> Iterator[list[LlamaServer]]:
     """Two real llama_cpp.server processes on free loopback ports; always terminated."""
     threads = max(1, (os.cpu_count() or 2) // 2)
-    servers = [Server(small_model_path, threads) for _ in range(2)]
+    servers = [LlamaServer(small_model_path, threads, n_ctx=2048) for _ in range(2)]
     try:
         for s in servers:
             s.wait_ready()
