@@ -18,6 +18,9 @@ from mcp_loco.explore.simulate import USEFUL_TURNS, advise
 from mcp_loco.model.backends.speculative import WINS_AT
 from mcp_loco.model.speed import PROFILES, DepthBench, Point, Shape, estimate_seconds, repeat_state
 
+ONE_THREAD = ["--set", "llama.n_threads=1", "--set", "llama.n_threads_batch=1"]
+"""llama.cpp's worker threads spin while they wait: on a machine busy with other tests one thread is faster."""
+
 
 def test_estimate_adds_each_turns_prefill_and_decode_at_its_depth() -> None:
     flat = [Point(0, prefill_tok_s=100.0, decode_tok_s=10.0), Point(8192, prefill_tok_s=100.0, decode_tok_s=10.0)]
@@ -90,7 +93,7 @@ def test_doctor_bench_estimates_an_exploration(small_model_path: Path, tmp_path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_LOCO_")}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     done = subprocess.run(
-        [str(BIN), "doctor", "--bench", "--model", str(small_model_path), "--set", "llama.n_ctx=8192"],
+        [str(BIN), "doctor", "--bench", "--model", str(small_model_path), *ONE_THREAD, "--set", "llama.n_ctx=6144"],
         capture_output=True,
         text=True,
         env=env,
