@@ -65,3 +65,9 @@ SAMPLE_REPO: dict[str, str | bytes] = {
 def sample_repo(tmp_path: Path) -> Path:
     """A small Python project with a .gitignore, ignored files and a secret."""
     return write_tree(tmp_path / "repo", SAMPLE_REPO)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding slow tests first: the suite runs a file per worker, and the longest ones last make a tail."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: order within each group is kept
