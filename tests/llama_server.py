@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -52,3 +54,16 @@ class LlamaServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+
+@contextmanager
+def llama_servers(model: Path, count: int = 2, threads: int = 1, n_ctx: int = 4096) -> Iterator[list[LlamaServer]]:
+    """`count` servers, ready; each stopped on the way out, whatever happened."""
+    servers = [LlamaServer(model, threads, n_ctx) for _ in range(count)]
+    try:
+        for s in servers:
+            s.wait_ready()
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()

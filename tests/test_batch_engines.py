@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from batch_helpers import LlamaServer, batch, batch_args, clean_env, index_lines, overlapping, write_queries
+from llama_server import llama_servers
 
 SMALL = [
     "--set", "model.temperature=0", "--set", "model.max_tokens=64", "--set", "agent.max_turns=1",
@@ -25,14 +26,8 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def two_servers(small_model_path: Path) -> Iterator[list[LlamaServer]]:
-    servers = [LlamaServer(small_model_path) for _ in range(2)]
-    try:
-        for s in servers:
-            s.wait_ready()
+    with llama_servers(small_model_path) as servers:
         yield servers
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def completions(stderr: str) -> list[dict[str, str]]:

@@ -12,6 +12,7 @@ import pytest
 import structlog
 import structlog.testing
 from llama_server import LlamaServer
+from llama_server import llama_servers as running
 
 from mcp_loco.config import LlamaSettings
 from mcp_loco.model.protocol import Message, format_call
@@ -93,11 +94,5 @@ def llama_model(small_model_path: Path) -> Iterator[Any]:
 def llama_servers(small_model_path: Path) -> Iterator[list[LlamaServer]]:
     """Two real llama_cpp.server processes on free loopback ports; always terminated."""
     threads = max(1, (os.cpu_count() or 2) // 2)
-    servers = [LlamaServer(small_model_path, threads, n_ctx=2048) for _ in range(2)]
-    try:
-        for s in servers:
-            s.wait_ready()
+    with running(small_model_path, threads=threads, n_ctx=2048) as servers:
         yield servers
-    finally:
-        for s in servers:
-            s.stop()
